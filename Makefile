@@ -1,0 +1,29 @@
+# The two commands README gives: `make demo` and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_REPO ?= demo/repo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup demo example test bench
+
+setup:
+	packaging/setup.sh
+
+example: setup
+	$(PY) packaging/example_repo.py --repo $(DEMO_REPO)
+	$(VENV)/bin/tunegate models --repo $(DEMO_REPO) list
+
+demo: example
+	@echo
+	@echo "Serving $(DEMO_REPO) on http://$(HOST):$(PORT). From another shell:"
+	@echo "  $(PY) packaging/example_request.py --url http://$(HOST):$(PORT)"
+	@echo "  curl -s http://$(HOST):$(PORT)/v2/models/digits"
+	@echo
+	$(VENV)/bin/tunegate serve --repo $(DEMO_REPO) --host $(HOST) --port $(PORT)
+
+test: setup
+	$(PY) -m pytest -p no:cacheprovider
+
+bench: setup
+	$(PY) bench/convert.py
