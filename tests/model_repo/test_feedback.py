@@ -1,0 +1,172 @@
+"""The feedback store: durable appends, rotation, torn tails skipped, corruption refused."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from model_repo.feedback import (
+    SHARD_MAGIC,
+    FeedbackCorrupt,
+    FeedbackError,
+    FeedbackWriter,
+    feedback_dir,
+    list_shards,
+    read_feedback,
+)
+
+
+def _record(i: int, rows: int = 2) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    x = np.full((rows, 4), i, dtype=np.float32)
+    return {"x": x}, np.full((rows,), i % 10, dtype=np.int64)
+
+
+def test_round_trip_keeps_order_dtypes_and_timestamps(tmp_path):
+    with FeedbackWriter(tmp_path) as writer:
+        for i in range(5):
+            writer.append(*_record(i), timestamp=1000.0 + i)
+    data = read_feedback(tmp_path)
+    assert data.records == 5 and len(data) == 10 and data.torn_records == 0
+    assert data.inputs["x"].dtype == np.float32 and data.inputs["x"].shape == (10, 4)
+    assert data.labels.dtype == np.int64
+    np.testing.assert_array_equal(data.inputs["x"][:, 0], np.repeat(np.arange(5), 2))
+    np.testing.assert_array_equal(data.timestamps, np.repeat(1000.0 + np.arange(5), 2))
+
+
+def test_empty_or_missing_directory_reads_as_empty(tmp_path):
+    assert len(read_feedback(tmp_path / "nothing")) == 0
+    assert feedback_dir(tmp_path, "digits") == tmp_path / "digits" / ".feedback"
+
+
+def test_shards_rotate_at_the_size_limit(tmp_path):
+    with FeedbackWriter(tmp_path, max_shard_bytes=1024) as writer:
+        for i in range(20):
+            writer.append(*_record(i))
+    shards = list_shards(tmp_path)
+    assert len(shards) > 3
+    assert all(p.stat().st_size <= 1024 for p in shards)
+    assert read_feedback(tmp_path).records == 20
+
+
+def test_a_new_writer_never_appends_to_an_old_shard(tmp_path):
+    for i in range(3):
+        with FeedbackWriter(tmp_path) as writer:
+            writer.append(*_record(i))
+    assert len(list_shards(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("cut", [1, 4, 9, 30])
+def test_torn_tail_is_skipped_and_later_shards_still_read(tmp_path, cut):
+    with FeedbackWriter(tmp_path) as writer:
+        for i in range(3):
+            writer.append(*_record(i))
+        first = writer.shard
+    size = first.stat().st_size
+    with open(first, "r+b") as f:  # a crash in the middle of the third record
+        f.truncate(size - cut)
+    with FeedbackWriter(tmp_path) as writer:  # the restarted gateway
+        writer.append(*_record(7))
+    data = read_feedback(tmp_path)
+    assert data.records == 3 and data.torn_records == 1
+    np.testing.assert_array_equal(data.labels, [0, 0, 1, 1, 7, 7])
+
+
+def test_zero_filled_tail_counts_as_torn(tmp_path):
+    with FeedbackWriter(tmp_path) as writer:
+        writer.append(*_record(1))
+        shard = writer.shard
+    data = shard.read_bytes()
+    last_payload = 40
+    shard.write_bytes(data[:-last_payload] + b"\0" * last_payload)
+    assert read_feedback(tmp_path).records == 0
+    assert read_feedback(tmp_path).torn_records == 1
+
+
+def test_damage_before_the_tail_is_reported_not_skipped(tmp_path):
+    with FeedbackWriter(tmp_path) as writer:
+        writer.append(*_record(1))
+        writer.append(*_record(2))
+        shard = writer.shard
+    data = bytearray(shard.read_bytes())
+    data[len(SHARD_MAGIC) + 20] ^= 0xFF  # inside the first record's payload
+    shard.write_bytes(bytes(data))
+    with pytest.raises(FeedbackCorrupt, match="checksum"):
+        read_feedback(tmp_path)
+
+
+def test_a_foreign_file_named_like_a_shard_is_refused(tmp_path):
+    (tmp_path / "shard-00000001.tgfb").write_bytes(b"not a shard at all")
+    with pytest.raises(FeedbackCorrupt, match="not a feedback shard"):
+        read_feedback(tmp_path)
+
+
+def test_bad_records_are_refused_before_anything_is_written(tmp_path):
+    writer = FeedbackWriter(tmp_path)
+    with pytest.raises(FeedbackError, match="rows") as info:
+        writer.append({"x": np.zeros((3, 4))}, np.zeros(2))
+    assert info.value.status == 400
+    with pytest.raises(FeedbackError, match="object"):
+        writer.append({"x": np.array([[object()]])}, np.zeros(1))
+    with pytest.raises(FeedbackError, match="batch"):
+        writer.append({"x": np.zeros((1, 4))}, np.float32(1))
+    writer.close()
+    assert list_shards(tmp_path) == []
+
+
+def test_inconsistent_records_are_reported(tmp_path):
+    with FeedbackWriter(tmp_path) as writer:
+        writer.append({"x": np.zeros((1, 4))}, np.zeros(1))
+        writer.append({"x": np.zeros((1, 5))}, np.zeros(1))
+    with pytest.raises(FeedbackCorrupt, match="inconsistent"):
+        read_feedback(tmp_path)
+
+
+def _append_many(directory: str, start: int) -> None:
+    with FeedbackWriter(directory, max_shard_bytes=2048) as writer:
+        for i in range(start, start + 25):
+            writer.append(*_record(i, rows=1))
+
+
+def test_concurrent_writer_processes_lose_nothing(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), s)) for s in (0, 100, 200)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    data = read_feedback(tmp_path)
+    assert sorted(data.inputs["x"][:, 0].astype(int)) == [*range(25), *range(100, 125), *range(200, 225)]
+
+
+def test_records_survive_the_writer_being_killed(tmp_path):
+    # Every append that returned must be readable after SIGKILL: the child prints after
+    # each append, and we kill it at an arbitrary point.
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        from model_repo.feedback import FeedbackWriter
+        w = FeedbackWriter({str(tmp_path)!r}, max_shard_bytes=4096)
+        i = 0
+        while True:
+            w.append({{"x": np.full((1, 4), i, np.float32)}}, np.array([i]))
+            print(i, flush=True)
+            i += 1
+    """)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    acknowledged = -1
+    for line in proc.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 40:
+            break
+    proc.kill()
+    proc.wait()
+    data = read_feedback(tmp_path)
+    assert len(data) >= acknowledged + 1
+    np.testing.assert_array_equal(data.labels[: acknowledged + 1], np.arange(acknowledged + 1))
