@@ -1,0 +1,69 @@
+"""Is what tf2onnx wrote a real ONNX model? Checker, op scan, onnxruntime load."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from .errors import InvalidModelError, UnsupportedOpError
+
+# Domains onnxruntime implements; anything else (e.g. tf2onnx's "ai.onnx.converters.tensorflow")
+# is a TensorFlow op tf2onnx could not convert.
+_KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+
+
+def unconverted_ops(model) -> Counter:
+    """Nodes onnxruntime cannot run, by op type, subgraphs (Loop/If/Scan bodies) included."""
+    import onnx
+    from onnx import defs
+
+    found: Counter = Counter()
+
+    def walk(graph):
+        for node in graph.node:
+            if node.domain not in _KNOWN_DOMAINS:
+                found[node.op_type] += 1
+            elif node.domain in ("", "ai.onnx") and not defs.has(node.op_type):
+                found[node.op_type] += 1
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+
+    walk(model.graph)
+    return found
+
+
+def check_ops(model) -> None:
+    ops = unconverted_ops(model)
+    if ops:
+        listed = ", ".join(f"{op} (x{n})" for op, n in sorted(ops.items()))
+        hint = ""
+        if any(op.startswith("CudnnRNN") for op in ops):
+            hint = ("; LSTM/GRU traced for a GPU: convert with CUDA_VISIBLE_DEVICES='' so Keras traces "
+                    "the CPU kernels")
+        raise UnsupportedOpError(f"the ONNX converter could not convert these TensorFlow ops: {listed}{hint}",
+                                 ops=sorted(ops))
+
+
+def check_model_file(path: Path) -> None:
+    """onnx.checker on the saved file (path-based, so external data over 2 GB works)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise InvalidModelError(f"{path.name}: fails onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+def open_session(path: Path):
+    """An onnxruntime CPU session: proof that the file loads where it will be served."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        raise InvalidModelError(f"{path.name}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
