@@ -32,6 +32,9 @@ class Options:
     parent_version: int | None = None
     manifest_fields: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
+    # Files copied into the version beside model.onnx (relative path -> file), e.g. the
+    # trainer's training curve; they are digested into the manifest like every other file.
+    extra_files: dict[str, Path] = field(default_factory=dict)
 
 
 def _validate(options: Options) -> int:
@@ -93,6 +96,7 @@ def convert_and_publish(source: Source, repo: Repository, name: str, options: Op
                     files["optimized"] = variants.OPTIMIZED_FILE
             with progress.step("source"):
                 source_entry = source.save(staged / SOURCE_DIR)
+                _copy_extra_files(staged, options.extra_files)
             with progress.step("publish"):
                 config = triton.config_for(model if not large else _graph_only(path), name, options.max_batch_size)
                 fields = dict(options.manifest_fields)
@@ -105,6 +109,20 @@ def convert_and_publish(source: Source, repo: Repository, name: str, options: Op
                                     source=source_entry, parity=report, **fields)
     finally:
         progress.close()
+
+
+def _copy_extra_files(staged: Path, extra_files: dict[str, Path]) -> None:
+    import shutil
+
+    reserved = {MODEL_FILE, SOURCE_DIR, "manifest.json"}
+    for rel, src in extra_files.items():
+        target = (staged / rel).resolve()
+        if Path(rel).is_absolute() or staged.resolve() not in target.parents or Path(rel).parts[0] in reserved:
+            raise SourceError(f"extra file {rel!r} must be a relative path outside {sorted(reserved)}")
+        if not Path(src).is_file():
+            raise SourceError(f"extra file {src} does not exist")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
 
 
 def _graph_only(path: Path):
