@@ -1,0 +1,67 @@
+"""``tunegate convert SRC --repo DIR --name NAME``: convert, check parity, publish."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="a .keras or .h5 Keras file, a SavedModel directory, or a frozen GraphDef .pb")
+    parser.add_argument("--repo", required=True, help="model repository directory")
+    parser.add_argument("--name", required=True, help="model name in the repository")
+    parser.add_argument("--format", choices=("keras", "saved_model", "graphdef"),
+                        help="source format (default: detected from the file)")
+    parser.add_argument("--signature", help="SavedModel signature to convert (default: serving_default)")
+    parser.add_argument("--inputs", help="GraphDef input nodes, comma-separated (default: its Placeholders)")
+    parser.add_argument("--outputs", help="GraphDef output nodes, comma-separated (default: inferred if unambiguous)")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default 17; 13..18)")
+    parser.add_argument("--sample", help=".npz with one array per input name, used for the parity check")
+    parser.add_argument("--atol", type=float, default=1e-4, help="parity absolute tolerance (default 1e-4)")
+    parser.add_argument("--rtol", type=float, default=1e-3, help="parity relative tolerance (default 1e-3)")
+    parser.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (float16, fp32 I/O)")
+    parser.add_argument("--optimize", action="store_true",
+                        help="also write model_optimized.onnx (onnxruntime offline optimisation)")
+    parser.add_argument("--max-batch-size", type=int, help="config.pbtxt max_batch_size (default 64)")
+    parser.add_argument("--parent-version", type=int, help="record this version as the parent in the manifest")
+    parser.add_argument("--unsafe", action="store_true",
+                        help="load Keras files with safe_mode off (runs code stored in the file)")
+    parser.add_argument("--custom-objects", action="append", metavar="MODULE:ATTR", default=[],
+                        help="a custom layer or object the Keras file needs (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object: model, version, path, parity")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def run(args: argparse.Namespace) -> int:
+    # Keras traces LSTM/GRU to CudnnRNNV3 when it sees a GPU and tf2onnx cannot convert that;
+    # conversion is a CPU job. Must be set before TensorFlow is imported.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from model_repo import Repository
+
+    from .pipeline import Options
+    from .publish import publish_file
+    from .sources.keras import load_custom_objects
+
+    repo = Repository(args.repo)
+    options = Options(opset=args.opset, atol=args.atol, rtol=args.rtol, sample=args.sample,
+                      max_batch_size=args.max_batch_size, fp16=args.fp16, optimize=args.optimize,
+                      parent_version=args.parent_version, progress=not args.quiet)
+    manifest = publish_file(args.src, repo, args.name, format=args.format, signature=args.signature,
+                            inputs=_names(args.inputs), outputs=_names(args.outputs), safe_mode=not args.unsafe,
+                            custom_objects=load_custom_objects(args.custom_objects), options=options)
+    path = repo.version_dir(args.name, manifest.version)
+    if args.json:
+        print(json.dumps({"model": manifest.model, "version": manifest.version, "path": str(path),
+                          "parity": manifest.parity}))
+    else:
+        print(f"published {manifest.model} version {manifest.version} at {path} "
+              f"(parity max |Δ| {manifest.parity['max_abs']:.2g}, max rel {manifest.parity['max_rel']:.2g})")
+    return 0
