@@ -1,0 +1,56 @@
+"""``tunegate finetune``: fine-tune the serving version with Horovod and publish the next one.
+
+Exit status: 0 a new version was published; 2 bad input (unknown model, missing data, labels
+that do not fit the model); 3 not promoted (the candidate failed the gate, nothing was
+published); 1 the job failed (a rank died, conversion failed), nothing was published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import EXIT_OK
+from .options import add_job_arguments, validate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n", 1)[1]
+    add_job_arguments(parser)
+    launch = parser.add_argument_group("launching")
+    launch.add_argument("--np", type=int, help="number of ranks (default: this host's cores, or the --hosts slots)")
+    launch.add_argument("--hosts", metavar="HOST:SLOTS,...", help="hosts to run on (default localhost)")
+    launch.add_argument("--min-np", type=int, help="elastic: fewest ranks to keep going with")
+    launch.add_argument("--max-np", type=int, help="elastic: most ranks to grow to")
+    launch.add_argument("--host-discovery-script", help="elastic: script printing host:slots lines "
+                                                        "(default: the --hosts list)")
+    launch.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout "
+                                                            "(training progress goes to stderr)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .launcher import check_data_paths, launch, topology
+    from .source import resolve_base
+
+    validate(args)
+    resolve_base(args.repo, args.model, args.version)
+    check_data_paths(list(args.data) + list(args.val_data or []))
+    topo = topology(args.np, args.hosts, elastic=args.elastic, min_np=args.min_np, max_np=args.max_np,
+                    discovery_script=args.host_discovery_script)
+    echo = sys.stderr if args.json else sys.stdout
+    try:
+        result = launch(args, topo, echo=echo)
+    except Exception as exc:
+        if args.json and hasattr(exc, "details"):
+            print(json.dumps({"status": "error", "error": type(exc).__name__, "message": str(exc),
+                              **exc.details}, indent=2, default=str))
+        raise
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        summary = result["summary"]
+        print(f"{args.model}: version {result['version']} published (parent {summary['parent_version']}, "
+              f"{summary['world_size']} ranks, {summary['mode']} mode); {summary['gate']['message']}")
+    return EXIT_OK

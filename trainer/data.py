@@ -1,0 +1,189 @@
+"""Training data: .npz, .csv and Parquet files, and the gateway's feedback store.
+
+Every source becomes a pair of arrays (features ``x``, labels ``y``). Columns are chosen by
+name: ``features`` (default: every column but the label; for .npz the array ``x``) and
+``label`` (default ``label``; for .npz ``y`` when there is no ``label``). A directory, or
+``feedback:`` (the model's default store), is read as a feedback store.
+
+The digest is over the arrays' content, not the files, so the same data in two formats
+records the same lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_repo.feedback import FeedbackCorrupt, feedback_dir, read_feedback
+
+from .errors import DataError
+
+FEEDBACK_SCHEME = "feedback:"
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray
+    y: np.ndarray
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for array in (self.x, self.y):
+            h.update(f"{array.dtype.str}{array.shape}".encode())
+            h.update(np.ascontiguousarray(array).tobytes())
+        return "sha256:" + h.hexdigest()
+
+
+def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, label: str | None = None,
+              repo_root: Path | None = None, model: str | None = None) -> Dataset:
+    """Read and concatenate every source; raises :class:`DataError` with the file's name."""
+    if not paths:
+        raise DataError("no data given (--data PATH...)")
+    xs, ys = [], []
+    for spec in paths:
+        if spec == FEEDBACK_SCHEME or spec.startswith(FEEDBACK_SCHEME):
+            where = spec[len(FEEDBACK_SCHEME):]
+            if not where:
+                if repo_root is None or model is None:
+                    raise DataError("'feedback:' needs --repo and --model")
+                where = str(feedback_dir(repo_root, model))
+            x, y = _load_feedback(Path(where), features)
+        else:
+            x, y = _load_file(Path(spec), features, label)
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"{spec}: {x.shape[0]} feature rows but {y.shape[0]} labels")
+        if x.shape[0] == 0:
+            raise DataError(f"{spec}: no examples")
+        xs.append(x)
+        ys.append(y)
+    try:
+        x, y = np.concatenate(xs), np.concatenate(ys)
+    except ValueError as exc:
+        raise DataError(f"data files do not agree on shapes: {exc}") from None
+    return Dataset(_features(x), _labels(y), [str(p) for p in paths])
+
+
+def _load_file(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[np.ndarray, np.ndarray]:
+    if path.is_dir():
+        return _load_feedback(path, features)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            return _load_npz(path, features, label)
+        if suffix in (".csv", ".parquet", ".pq"):
+            return _load_table(path, features, label or "label")
+    except DataError:
+        raise
+    except Exception as exc:  # every reader has its own exception types; the file name matters most
+        raise DataError(f"cannot read {path}: {exc}") from None
+    raise DataError(f"{path}: unsupported data format {suffix!r} (use .npz, .csv, .parquet or a feedback store)")
+
+
+def _load_npz(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        keys = set(npz.files)
+        label = label or ("label" if "label" in keys else "y")
+        names = list(features or ["x"])
+        missing = [k for k in [*names, label] if k not in keys]
+        if missing:
+            raise DataError(f"{path}: no array named {missing} (it has {sorted(keys)})")
+        parts = [npz[k] for k in names]
+        x = parts[0] if len(parts) == 1 else np.column_stack(parts)
+        return x, npz[label]
+
+
+def _load_table(path: Path, features: Sequence[str] | None, label: str) -> tuple[np.ndarray, np.ndarray]:
+    if path.suffix.lower() == ".csv":
+        import pyarrow.csv as pacsv
+
+        table = pacsv.read_csv(path)
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    columns = table.column_names
+    names = list(features) if features else [c for c in columns if c != label]
+    missing = [c for c in [*names, label] if c not in columns]
+    if missing:
+        raise DataError(f"{path}: no column named {missing} (it has {columns})")
+    x = np.column_stack([table.column(c).to_numpy() for c in names])
+    return x, table.column(label).to_numpy()
+
+
+def _load_feedback(directory: Path, features: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        data = read_feedback(directory)
+    except FeedbackCorrupt as exc:
+        raise DataError(str(exc)) from None
+    if not data.records:
+        raise DataError(f"feedback store {directory} holds no records")
+    name = features[0] if features else None
+    if name is None:
+        if len(data.inputs) != 1:
+            raise DataError(f"{directory}: several inputs {sorted(data.inputs)}; pick one with --features")
+        (name,) = data.inputs
+    if name not in data.inputs:
+        raise DataError(f"{directory}: no input named {name!r} (it has {sorted(data.inputs)})")
+    return data.inputs[name], data.labels
+
+
+def _features(x: np.ndarray) -> np.ndarray:
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
+        raise DataError(f"features must be numeric, got {x.dtype}")
+    return x.astype(np.float32, copy=False)
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return y.astype(np.int64, copy=False)
+    if np.issubdtype(y.dtype, np.floating):
+        return y.astype(np.float32, copy=False)
+    raise DataError(f"labels must be numeric, got {y.dtype}")
+
+
+# ------------------------------------------------------------ splitting
+def split_validation(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A held-out part, the same on every rank (the seed is shared, not per rank)."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"--val-split must be between 0 and 1, got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_val = max(1, int(round(len(data) * fraction)))
+    if n_val >= len(data):
+        raise DataError(f"{len(data)} examples are too few to hold out {fraction:.0%}")
+    val, train = order[:n_val], order[n_val:]
+    return (Dataset(data.x[train], data.y[train], data.sources),
+            Dataset(data.x[val], data.y[val], data.sources))
+
+
+def shard(data: Dataset, rank: int, size: int, seed: int) -> Dataset:
+    """Rank ``rank``'s share: a shared shuffle, then every ``size``-th example."""
+    order = np.random.default_rng(seed).permutation(len(data))[rank::size]
+    return Dataset(data.x[order], data.y[order], data.sources)
+
+
+def steps_per_epoch(n_train: int, size: int, batch_size: int) -> int:
+    """The same number on every rank (a rank with one step more would hang the allreduce)."""
+    smallest_shard = n_train // size
+    if smallest_shard == 0:
+        raise DataError(f"{n_train} training examples cannot be split over {size} ranks")
+    return max(1, smallest_shard // batch_size)
+
+
+def epoch_batches(data: Dataset, *, batch_size: int, steps: int, seed: int, rank: int, epoch: int):
+    """Yield ``steps`` batches of this rank's shard, shuffled with a per-rank, per-epoch seed."""
+    order = np.random.default_rng([seed, rank, epoch]).permutation(len(data))
+    batch = min(batch_size, len(data))
+    for i in range(steps):
+        idx = order[i * batch:(i + 1) * batch]
+        yield data.x[idx], data.y[idx]

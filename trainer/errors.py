@@ -1,0 +1,58 @@
+"""Errors raised by the fine-tuning trainer, and the exit codes they map to.
+
+Every error carries an HTTP-like ``status`` (so a control route can answer with it) and an
+``exit_code`` (what ``tunegate finetune`` and ``python -m trainer.job`` exit with)::
+
+    TrainerError (500, exit 1)
+    ├── DataError (400, exit 2)          a data file missing, unreadable, or not fitting the model
+    ├── ModelError (404, exit 2)         unknown model/version, or no trainable Keras source
+    ├── NotPromoted (409, exit 3)        trained, but the candidate failed the gate: nothing published
+    └── JobFailed (500, exit 1)          a worker died or horovodrun failed: nothing published
+
+Exit 0 means a new version was published.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_PROMOTED = 3
+
+
+class TrainerError(Exception):
+    status = 500
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details or {})  # JSON-able facts for the result file (e.g. metrics)
+
+
+class DataError(TrainerError):
+    status = 400
+    exit_code = EXIT_BAD_INPUT
+
+
+class ModelError(TrainerError):
+    status = 404
+    exit_code = EXIT_BAD_INPUT
+
+
+class NotPromoted(TrainerError):
+    status = 409
+    exit_code = EXIT_NOT_PROMOTED
+
+
+class JobFailed(TrainerError):
+    status = 500
+    exit_code = EXIT_FAILED
+
+
+_BY_NAME = {cls.__name__: cls for cls in (TrainerError, DataError, ModelError, NotPromoted, JobFailed)}
+
+
+def error_from_result(kind: str, message: str, details: dict | None = None) -> TrainerError:
+    """Rebuild the error a job's rank 0 reported in its result file (see ``trainer.job``)."""
+    return _BY_NAME.get(kind, TrainerError)(message, details)

@@ -1,0 +1,29 @@
+"""One training step: a plain GradientTape, optionally Horovod's grouped ring-allreduce."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .objective import Objective, correct_predictions
+
+
+def make_train_step(model, optimizer, objective: Objective, hvd, *, allreduce: bool, compression):
+    """A ``tf.function`` step returning (loss, correct predictions).
+
+    With ``allreduce`` every rank's gradients are averaged in one grouped allreduce before
+    they are applied, so all replicas take the same step (allreduce mode). Without it each
+    rank steps on its own gradients (average mode's local steps)."""
+    variables = model.trainable_variables
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            loss = objective.loss(y, pred)
+        grads = tape.gradient(loss, variables)
+        if allreduce:
+            grads = hvd.grouped_allreduce(grads, op=hvd.Average, compression=compression)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss, correct_predictions(objective, y, pred)
+
+    return step
