@@ -1,0 +1,146 @@
+"""The aiohttp application: ``create_app(settings)``.
+
+Start-up and clean-up are paired in ``cleanup_ctx``: the registry (initial load in the
+background, so liveness answers while models load; readiness waits for it), then the
+repository watcher. On shutdown aiohttp stops listening, ``on_shutdown`` marks the server
+not ready and flushes the batch queues, in-flight requests get up to the exit timeout
+(the runner's ``shutdown_timeout``), and only then are sessions closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from model_repo import Repository, RepositoryWatcher
+from prometheus_client import CollectorRegistry
+
+from .dataplane import DataPlane
+from .errors import GatewayError
+from .keys import DATAPLANE, METRICS_REGISTRY, REGISTRY, SETTINGS, STATS
+from .metrics import build_registry
+from .registry import Registry, RuntimeFactory, onnx_runtime_factory
+from .rest import add_routes
+from .settings import Settings
+from .stats import StatsBook
+
+log = logging.getLogger("tunegate.gateway")
+REQUEST_ID = "X-Request-ID"
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request, with the request id that the response also carries."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s" %d %d %.2fms id=%s', request.remote, request.method, request.path_qs,
+                         response.status, response.body_length, time * 1000,
+                         response.headers.get(REQUEST_ID, "-"))
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler) -> web.StreamResponse:
+    request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+    request_id = request_id[:128]  # a client's id is echoed, but not an unbounded one
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID] = request_id
+        raise
+    response.headers[REQUEST_ID] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """The one place errors become ``{"error": msg}`` with their status."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text or exc.reason
+        if exc.status == 413:
+            message = f"request body too large: {message}"
+        return web.json_response({"error": message}, status=exc.status)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        status = getattr(exc, "status", None)
+        if isinstance(exc, GatewayError) or isinstance(status, int):
+            return web.json_response({"error": getattr(exc, "message", str(exc))}, status=status)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response({"error": f"internal error: {type(exc).__name__}: {exc}"}, status=500)
+
+
+def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None = None,
+               runtime_factory: RuntimeFactory = onnx_runtime_factory) -> web.Application:
+    app = web.Application(client_max_size=int(settings.max_body_bytes),
+                          middlewares=[request_id_middleware, error_middleware])
+    repo = Repository(settings.repo)
+    book = StatsBook()
+    registry = Registry(repo, settings, book, runtime_factory)
+    app[SETTINGS] = settings
+    app[STATS] = book
+    app[REGISTRY] = registry
+    app[DATAPLANE] = DataPlane(registry, book)
+    app[METRICS_REGISTRY] = build_registry(
+        book, lambda: [(s.model, s.version, s.runtime.platform, s.runtime.provider) for s in registry.serving()],
+        metrics_registry)
+    add_routes(app)
+    app.cleanup_ctx.append(_registry_ctx)
+    app.cleanup_ctx.append(_watcher_ctx)
+    app.on_shutdown.append(_begin_shutdown)
+    return app
+
+
+async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
+    registry = app[REGISTRY]
+    root = registry.repo.root
+    if not await asyncio.to_thread(root.is_dir):
+        raise GatewayError(f"model repository {root} is not a directory")
+    async with registry.running():
+        yield
+
+
+async def _watcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, registry = app[SETTINGS], app[REGISTRY]
+    if settings.model_control != "poll":
+        yield
+        return
+    # The first snapshot is taken now; versions published from here on arrive as events
+    # (the initial load may see some of them too: reconcile is idempotent).
+    watcher = await asyncio.to_thread(RepositoryWatcher, registry.repo)
+    task = asyncio.create_task(_poll(watcher, registry, settings.poll_interval_seconds), name="repository watcher")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _poll(watcher: RepositoryWatcher, registry: Registry, interval: float) -> None:
+    await registry.started.wait()
+    while True:
+        await asyncio.sleep(interval)
+        started = time.monotonic()
+        try:
+            events = await asyncio.to_thread(watcher.poll)
+        except Exception:  # a transient file-system error must not stop hot reload for good
+            log.exception("repository poll failed; retrying")
+            continue
+        if events:
+            log.info("repository changed: %s", ", ".join(f"{e.change.value} {e.model}"
+                                                           + (f"/{e.version}" if e.version else "") for e in events))
+            await registry.apply(events)
+        log.debug("poll took %.1f ms", (time.monotonic() - started) * 1000)
+
+
+async def _begin_shutdown(app: web.Application) -> None:
+    app[REGISTRY].begin_shutdown()

@@ -1,0 +1,279 @@
+"""The KServe v2 inference body, JSON and Triton's binary tensor extension, both ways.
+
+A binary request is ``<JSON header><tensor bytes>...``: the header's length is in the
+``Inference-Header-Content-Length`` HTTP header, and each input sent in binary carries
+``parameters.binary_data_size``; their bytes follow the header in input order. BYTES
+elements are each a 4-byte little-endian length then the bytes; BOOL is one byte per
+element; every other type is its little-endian numpy layout. Responses use the same
+framing for outputs asked for in binary (``binary_data`` per output, or
+``binary_data_output`` for all). Nothing here knows about models or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from model_repo import datatypes
+
+from .errors import BadRequest, BinaryDataError
+
+
+@dataclass
+class InputTensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray  # already shaped
+
+
+@dataclass
+class OutputRequest:
+    name: str
+    binary: bool | None = None  # None: follow the request's binary_data_output
+
+
+@dataclass
+class InferRequest:
+    inputs: list[InputTensor]
+    outputs: list[OutputRequest] | None = None  # None: every output
+    id: str | None = None
+    binary_output: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InferResponse:
+    model_name: str
+    model_version: str
+    outputs: list[tuple[str, np.ndarray, bool]]  # name, array, send as binary
+    id: str | None = None
+
+
+# ------------------------------------------------------------------ requests
+def decode_request(body: bytes, header_length: int | None, *, max_elements: int) -> InferRequest:
+    if header_length is None:
+        header, binary = body, memoryview(b"")
+    else:
+        if header_length <= 0 or header_length > len(body):
+            raise BinaryDataError(f"Inference-Header-Content-Length {header_length} is outside the "
+                                  f"body of {len(body)} bytes")
+        view = memoryview(body)
+        header, binary = view[:header_length], view[header_length:]
+    try:
+        doc = json.loads(bytes(header) if isinstance(header, memoryview) else header)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request header is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("request must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequest("request needs a non-empty 'inputs' list")
+    parameters = _parameters(doc, "request")
+
+    inputs: list[InputTensor] = []
+    offset = 0
+    seen: set[str] = set()
+    for raw in raw_inputs:
+        tensor, used = _decode_input(raw, binary, offset, max_elements)
+        if tensor.name in seen:
+            raise BadRequest(f"input {tensor.name!r} appears twice")
+        seen.add(tensor.name)
+        inputs.append(tensor)
+        offset += used
+    if offset != len(binary):
+        raise BinaryDataError(f"binary data is {len(binary)} bytes but the inputs declare {offset}")
+
+    outputs = None
+    if doc.get("outputs") is not None:
+        if not isinstance(doc["outputs"], list):
+            raise BadRequest("'outputs' must be a list")
+        outputs = [_decode_output(raw) for raw in doc["outputs"]]
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("'id' must be a string")
+    return InferRequest(inputs=inputs, outputs=outputs, id=request_id,
+                        binary_output=bool(parameters.get("binary_data_output", False)),
+                        parameters=parameters)
+
+
+def _parameters(doc: dict, what: str) -> dict[str, Any]:
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{what} 'parameters' must be an object")
+    return params
+
+
+def _decode_input(raw: Any, binary: memoryview, offset: int, max_elements: int) -> tuple[InputTensor, int]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise BadRequest("each input needs a 'name'")
+    name = raw["name"]
+    try:
+        dtype = datatypes.from_v2(raw.get("datatype"))
+    except ValueError as exc:
+        raise BadRequest(f"input {name!r}: {exc}") from None
+    shape = raw.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    count = math.prod(shape)
+    if count > max_elements:
+        raise BadRequest(f"input {name!r}: {count} elements exceed the limit of {max_elements}")
+    params = _parameters(raw, f"input {name!r}")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0:
+            raise BinaryDataError(f"input {name!r}: binary_data_size must be a non-negative integer")
+        if offset + size > len(binary):
+            raise BinaryDataError(f"input {name!r}: binary_data_size {size} runs past the end of the "
+                                  f"body ({len(binary) - offset} bytes left)")
+        chunk = binary[offset:offset + size]
+        data = _from_binary(name, dtype, chunk, count)
+        used = size
+    else:
+        if "data" not in raw:
+            raise BadRequest(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+        data = _from_json(name, dtype, raw["data"], count)
+        used = 0
+    return InputTensor(name, dtype.v2, tuple(shape), data.reshape(shape)), used
+
+
+def _from_binary(name: str, dtype: datatypes.Datatype, chunk: memoryview, count: int) -> np.ndarray:
+    if dtype.v2 == "BYTES":
+        return deserialize_bytes(chunk, count, name)
+    expected = count * dtype.numpy.itemsize
+    if len(chunk) != expected:
+        raise BinaryDataError(f"input {name!r}: {len(chunk)} bytes of binary data, expected {expected} "
+                              f"for {count} {dtype.v2} elements")
+    return np.frombuffer(chunk, dtype=dtype.numpy.newbyteorder("<"))
+
+
+def _from_json(name: str, dtype: datatypes.Datatype, data: Any, count: int) -> np.ndarray:
+    if dtype.v2 == "BYTES":
+        flat = _flatten(data)
+        if not all(isinstance(x, str) for x in flat):
+            raise BadRequest(f"input {name!r}: BYTES data in JSON must be strings")
+        array = np.empty(len(flat), dtype=object)
+        array[:] = [x.encode() for x in flat]
+    else:
+        try:
+            array = np.asarray(data)
+        except ValueError as exc:  # ragged nesting
+            raise BadRequest(f"input {name!r}: data is not a regular array: {exc}") from None
+        kind = array.dtype.kind
+        if array.size and not _json_kind_ok(dtype, kind):
+            raise BadRequest(f"input {name!r}: data of kind {array.dtype} does not fit {dtype.v2}")
+        try:
+            array = np.asarray(data, dtype=dtype.numpy)  # OverflowError for out-of-range ints
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise BadRequest(f"input {name!r}: {exc}") from None
+        array = array.reshape(-1)
+    if array.size != count:
+        raise BadRequest(f"input {name!r}: {array.size} elements of data for a shape of {count}")
+    return array
+
+
+def _json_kind_ok(dtype: datatypes.Datatype, kind: str) -> bool:
+    target = dtype.numpy.kind
+    if target == "b":
+        return kind == "b"
+    if target in "iu":
+        return kind in "iu"
+    return kind in "iuf"  # floats take integers too
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _decode_output(raw: Any) -> OutputRequest:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise BadRequest("each requested output needs a 'name'")
+    params = _parameters(raw, f"output {raw['name']!r}")
+    if params.get("classification"):
+        raise BadRequest(f"output {raw['name']!r}: the classification extension is not supported")
+    binary = params.get("binary_data")
+    return OutputRequest(raw["name"], None if binary is None else bool(binary))
+
+
+# ---------------------------------------------------------------- BYTES
+def deserialize_bytes(buffer: memoryview | bytes, count: int, name: str = "") -> np.ndarray:
+    view = memoryview(buffer)
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(view):
+            raise BinaryDataError(f"input {name!r}: BYTES data ends after {i} of {count} elements")
+        (length,) = struct.unpack_from("<I", view, pos)
+        pos += 4
+        if pos + length > len(view):
+            raise BinaryDataError(f"input {name!r}: BYTES element {i} of {length} bytes runs past the data")
+        out[i] = bytes(view[pos:pos + length])
+        pos += length
+    if pos != len(view):
+        raise BinaryDataError(f"input {name!r}: {len(view) - pos} bytes left after {count} BYTES elements")
+    return out
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.reshape(-1):
+        raw = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(struct.pack("<I", len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------- responses
+def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
+    """The body, and the JSON header's length when any output is binary (else None)."""
+    outputs_json = []
+    buffers: list[bytes] = []
+    for name, array, binary in response.outputs:
+        v2 = datatypes.from_numpy(array.dtype).v2
+        entry: dict[str, Any] = {"name": name, "datatype": v2, "shape": list(array.shape)}
+        if binary:
+            raw = serialize_bytes(array) if v2 == "BYTES" else _little_endian(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            buffers.append(raw)
+        else:
+            entry["data"] = _to_json(array, v2)
+        outputs_json.append(entry)
+    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version,
+                           "outputs": outputs_json}
+    if response.id is not None:
+        doc["id"] = response.id
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    if not buffers:
+        return header, None
+    return b"".join([header, *buffers]), len(header)
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(array)
+
+
+def _to_json(array: np.ndarray, v2: str) -> list[Any]:
+    flat = array.reshape(-1)
+    if v2 == "BYTES":
+        # JSON can only carry text; non-UTF-8 bytes need binary_data (as in Triton).
+        return [x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x) for x in flat]
+    return flat.tolist()

@@ -1,0 +1,176 @@
+"""HTTP handlers: parse the request, call the DataPlane, write the answer. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from model_repo import check_model_name
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .codec import decode_request, encode_response
+from .errors import BadRequest, BinaryDataError, ServerNotReady, Unauthorized
+from .keys import DATAPLANE, METRICS_REGISTRY, SETTINGS
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(data, separators=(",", ":")), status=status,
+                        content_type="application/json")
+
+
+def _model(request: web.Request) -> tuple[str, str | None]:
+    return check_model_name(request.match_info["model"]), request.match_info.get("version")
+
+
+def protected(handler: Handler) -> Handler:
+    """Require the API key (when one is configured) on a control route."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        settings = request.app[SETTINGS]
+        if settings.api_key is not None:
+            expected = settings.api_key.get_secret_value().encode()
+            given = request.headers.get(settings.api_key_header, "")
+            auth = request.headers.get("Authorization", "")
+            if not given and auth.startswith("Bearer "):
+                given = auth[len("Bearer "):]
+            if not hmac.compare_digest(given.encode(), expected):
+                raise Unauthorized(f"this route needs the API key in the {settings.api_key_header} header")
+        return await handler(request)
+
+    return guarded
+
+
+# ------------------------------------------------------------------ health
+async def live(request: web.Request) -> web.Response:
+    return _json({"live": request.app[DATAPLANE].live()})
+
+
+async def ready(request: web.Request) -> web.Response:
+    if not request.app[DATAPLANE].ready():
+        raise ServerNotReady("not ready: loading models or shutting down")
+    return _json({"ready": True})
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return _json(request.app[DATAPLANE].server_metadata())
+
+
+# ------------------------------------------------------------------ models
+async def model_metadata(request: web.Request) -> web.Response:
+    return _json(request.app[DATAPLANE].model_metadata(*_model(request)))
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    model, version = _model(request)
+    request.app[DATAPLANE].model_ready(model, version)  # raises 404/503 when not ready
+    return _json({"name": model, "ready": True})
+
+
+async def model_config(request: web.Request) -> web.Response:
+    return _json(request.app[DATAPLANE].model_config(*_model(request)))
+
+
+async def model_stats(request: web.Request) -> web.Response:
+    if "model" not in request.match_info:
+        return _json(request.app[DATAPLANE].statistics())
+    return _json(request.app[DATAPLANE].statistics(*_model(request)))
+
+
+async def infer(request: web.Request) -> web.Response:
+    model, version = _model(request)
+    settings = request.app[SETTINGS]
+    header = request.headers.get(HEADER_LENGTH)
+    try:
+        header_length = int(header) if header is not None else None
+    except ValueError:
+        raise BinaryDataError(f"{HEADER_LENGTH} must be an integer, got {header!r}") from None
+    body = await request.read()
+    # Large bodies are decoded in a thread so one big JSON request never stalls the loop.
+    offload = len(body) >= settings.codec_offload_bytes
+    if offload:
+        parsed = await asyncio.to_thread(decode_request, body, header_length, max_elements=settings.max_elements)
+    else:
+        parsed = decode_request(body, header_length, max_elements=settings.max_elements)
+    result = await request.app[DATAPLANE].infer(model, version, parsed)
+    if offload:
+        payload, json_length = await asyncio.to_thread(encode_response, result)
+    else:
+        payload, json_length = encode_response(result)
+    if json_length is None:
+        return web.Response(body=payload, content_type="application/json")
+    return web.Response(body=payload, content_type="application/octet-stream",
+                        headers={HEADER_LENGTH: str(json_length)})
+
+
+# -------------------------------------------------------------- repository
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+async def repository_index(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    return _json(request.app[DATAPLANE].repository_index(bool(body.get("ready", False))))
+
+
+@protected
+async def repository_load(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    body = await _json_body(request)
+    await request.app[DATAPLANE].load(model, body.get("parameters") or {})
+    return _json({})
+
+
+@protected
+async def repository_unload(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    await request.app[DATAPLANE].unload(model)
+    return _json({})
+
+
+# ----------------------------------------------------------------- metrics
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(request.app[METRICS_REGISTRY]),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version}"
+    app.router.add_routes([
+        web.get("/v2/health/live", live),
+        web.get("/v2/health/ready", ready),
+        web.get("/v2", server_metadata),
+        web.get("/v2/models/stats", model_stats),
+        web.get(model, model_metadata),
+        web.get(versioned, model_metadata),
+        web.get(f"{model}/ready", model_ready),
+        web.get(f"{versioned}/ready", model_ready),
+        web.get(f"{model}/config", model_config),
+        web.get(f"{versioned}/config", model_config),
+        web.get(f"{model}/stats", model_stats),
+        web.get(f"{versioned}/stats", model_stats),
+        web.post(f"{model}/infer", infer),
+        web.post(f"{versioned}/infer", infer),
+        web.post("/v2/repository/index", repository_index),
+        web.post("/v2/repository/models/{model}/load", repository_load),
+        web.post("/v2/repository/models/{model}/unload", repository_unload),
+        web.get("/metrics", metrics),
+    ])

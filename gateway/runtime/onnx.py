@@ -1,0 +1,189 @@
+"""The onnxruntime backend: one InferenceSession per loaded version.
+
+onnxruntime allows concurrent ``run`` calls on one session, so ``instance_count`` is the
+size of a bounded executor rather than a number of sessions (one copy of the weights).
+Session creation, warm-up and every run happen on that executor, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from model_repo import ModelConfig, datatypes
+
+from ..errors import BadRequest, InferenceError, LoadError
+from ..settings import RuntimeSettings
+from .base import Runtime
+from .providers import CUDA, ProviderChoice, choose_provider
+
+log = logging.getLogger("tunegate.runtime")
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+# onnxruntime's type strings for the v2 datatypes.
+_ORT_TYPES = {
+    "BOOL": "tensor(bool)", "UINT8": "tensor(uint8)", "UINT16": "tensor(uint16)", "UINT32": "tensor(uint32)",
+    "UINT64": "tensor(uint64)", "INT8": "tensor(int8)", "INT16": "tensor(int16)", "INT32": "tensor(int32)",
+    "INT64": "tensor(int64)", "FP16": "tensor(float16)", "FP32": "tensor(float)", "FP64": "tensor(double)",
+    "BYTES": "tensor(string)",
+}
+
+
+def instance_count(config: ModelConfig, settings: RuntimeSettings) -> int:
+    """config.pbtxt's ``instance_group`` counts win over the settings, as in Triton."""
+    counts = sum(group.count for group in config.instance_group)
+    return counts if counts > 0 else settings.instance_count
+
+
+class OnnxRuntime(Runtime):
+    platform = "onnxruntime_onnx"
+
+    def __init__(self, model: str, version: int, config: ModelConfig, settings: RuntimeSettings,
+                 path: Path) -> None:
+        super().__init__(model, version, config, settings)
+        self.path = path
+        self._instances = instance_count(config, settings)
+        self._executor: ThreadPoolExecutor | None = None
+        self._session: ort.InferenceSession | None = None
+        self._choice: ProviderChoice | None = None
+
+    @property
+    def concurrency(self) -> int:
+        return self._instances
+
+    @property
+    def provider(self) -> str:
+        return self._session.get_providers()[0] if self._session is not None else "unloaded"
+
+    def parameters(self) -> dict[str, Any]:
+        params = super().parameters()
+        if self._choice is not None:
+            params["provider_reason"] = self._choice.reason
+        return params
+
+    # ------------------------------------------------------------------ load
+    async def load(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(self._instances, thread_name_prefix=f"ort-{self.model}-{self.version}")
+        try:
+            await loop.run_in_executor(self._executor, self._load_blocking)
+        except BaseException:
+            await self.unload()
+            raise
+        self.ready = True
+
+    def _load_blocking(self) -> None:
+        choice = choose_provider(self.settings)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = _OPT_LEVELS[self.settings.graph_optimization_level]
+        options.intra_op_num_threads = self.settings.intra_op_threads
+        options.inter_op_num_threads = self.settings.inter_op_threads
+        options.enable_cpu_mem_arena = self.settings.cpu_arena
+        options.log_severity_level = 3  # errors only: fallbacks are reported by us, with reasons
+        try:
+            session = ort.InferenceSession(str(self.path), sess_options=options, providers=choice.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types, all as "not loadable"
+            raise LoadError(f"{self.model} version {self.version}: onnxruntime cannot load "
+                            f"{self.path.name}: {exc}") from None
+        if choice.name == CUDA and session.get_providers()[0] != CUDA:
+            # onnxruntime fell back on its own (e.g. missing CUDA libraries).
+            if self.settings.provider == "cuda":
+                raise LoadError(f"{self.model} version {self.version}: provider=cuda requested but "
+                                "onnxruntime could not create a CUDA session (CUDA/cuDNN libraries?)")
+            choice = ProviderChoice(session.get_providers()[0], choice.providers,
+                                    "provider=auto fell back to CPU: onnxruntime could not create a CUDA session")
+        self._check_io(session)
+        self._session, self._choice = session, choice
+        log.info("%s version %s: %s (%s), %d instance(s)", self.model, self.version, self.provider,
+                 choice.reason, self._instances)
+        if self.settings.warmup:
+            for size in self._warmup_sizes():
+                self._run_blocking(self._zeros(size), self.signature.output_names)
+
+    def _check_io(self, session: ort.InferenceSession) -> None:
+        """config.pbtxt is the contract clients see; refuse a model file that does not honour it."""
+        have = {i.name: i for i in session.get_inputs()}
+        outs = {o.name: o for o in session.get_outputs()}
+        extra_batch = 1 if self.signature.batching else 0
+        for kind, metas, actual in (("input", self.signature.inputs, have), ("output", self.signature.outputs, outs)):
+            for meta in metas:
+                arg = actual.get(meta.name)
+                if arg is None:
+                    raise LoadError(f"{self.model} version {self.version}: config {kind} {meta.name!r} is "
+                                    f"not in the ONNX model (it has {sorted(actual)})")
+                if arg.type != _ORT_TYPES[meta.datatype]:
+                    raise LoadError(f"{self.model} version {self.version}: {kind} {meta.name!r} is {arg.type} "
+                                    f"in the ONNX model, {meta.datatype} in config.pbtxt")
+                if kind == "input" and len(arg.shape) != len(meta.dims) + extra_batch:
+                    raise LoadError(f"{self.model} version {self.version}: input {meta.name!r} has rank "
+                                    f"{len(arg.shape)} in the ONNX model, config.pbtxt implies "
+                                    f"{len(meta.dims) + extra_batch}")
+        missing = sorted(set(have) - {m.name for m in self.signature.inputs})
+        if missing:
+            raise LoadError(f"{self.model} version {self.version}: the ONNX model also needs input(s) "
+                            f"{missing} that config.pbtxt does not declare")
+
+    def _warmup_sizes(self) -> list[int]:
+        if not self.signature.batching:
+            return [1]
+        preferred = [s for s in self.config.dynamic_batching.preferred_batch_size if s <= self.signature.max_batch_size]
+        return sorted(set(preferred)) or [1]
+
+    def _zeros(self, rows: int) -> dict[str, np.ndarray]:
+        feeds = {}
+        for meta in self.signature.inputs:
+            shape = ([rows] if self.signature.batching else []) + [1 if d == -1 else d for d in meta.dims]
+            dtype = datatypes.from_v2(meta.datatype).numpy
+            feeds[meta.name] = np.full(shape, "", dtype=object) if meta.datatype == "BYTES" else np.zeros(shape, dtype)
+        return feeds
+
+    # --------------------------------------------------------------- predict
+    def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # onnxruntime's Python binding takes string tensors as str (it would turn a bytes
+        # object into "b'...'" and cut numpy bytes at the first NUL), so BYTES must be UTF-8.
+        for meta in self.signature.inputs:
+            if meta.datatype != "BYTES":
+                continue
+            array = inputs[meta.name]
+            text = np.empty(array.shape, dtype=object)
+            try:
+                text.reshape(-1)[:] = [x.decode() if isinstance(x, bytes) else x for x in array.reshape(-1)]
+            except UnicodeDecodeError as exc:
+                raise BadRequest(f"input {meta.name!r}: onnxruntime string tensors hold UTF-8 text: {exc}") from None
+            inputs = {**inputs, meta.name: text}
+        return inputs
+
+    async def predict(self, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._session is None or self._executor is None:
+            raise InferenceError(f"{self.model} version {self.version} is not loaded")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run_blocking, inputs, list(outputs))
+
+    def _run_blocking(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        session = self._session
+        assert session is not None
+        try:
+            results = session.run(outputs, inputs)
+        except Exception as exc:
+            raise InferenceError(f"{self.model} version {self.version}: onnxruntime failed: {exc}") from None
+        return dict(zip(outputs, results))
+
+    # ---------------------------------------------------------------- unload
+    async def unload(self) -> None:
+        self.ready = False
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # Waiting for the executor's threads would block the loop; wait in a thread instead.
+            await asyncio.to_thread(executor.shutdown, wait=True)
+        self._session = None

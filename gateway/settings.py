@@ -1,0 +1,190 @@
+"""Settings: one typed object for the server, one for each model's runtime.
+
+Precedence, highest first: keyword arguments (the CLI flags), ``TUNEGATE_*`` environment
+variables (nested fields with ``__``, e.g. ``TUNEGATE_RUNTIME__PROVIDER=cpu``), the
+``--config`` file (TOML or JSON; YAML when PyYAML is installed), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import GatewayError
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+class RuntimeSettings(BaseModel):
+    """How one model's versions run on onnxruntime. ``Settings.runtime`` is the default;
+    ``Settings.models[name]`` overrides fields for one model; an ``instance_group`` count
+    in the model's ``config.pbtxt`` overrides ``instance_count``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["auto", "cuda", "cpu"] = "auto"
+    """``auto``: CUDA when onnxruntime has it and the device has at least
+    ``min_gpu_memory``, else CPU (the reason is logged). ``cuda``: CUDA or fail the load.
+    ``cpu``: CPU only."""
+
+    device_id: int = Field(0, ge=0)
+    """CUDA device ordinal."""
+
+    min_gpu_memory: ByteSize = ByteSize(2 * GiB)
+    """A GPU with less total memory is not fit for serving (the chapter's 2 GB rule):
+    ``auto`` falls back to CPU, ``cuda`` refuses to load. 0 disables the rule."""
+
+    gpu_mem_limit: ByteSize | None = None
+    """Cap on the CUDA arena of each session (onnxruntime ``gpu_mem_limit``); None: no cap."""
+
+    arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kNextPowerOfTwo"
+    """How the CUDA arena grows; ``kSameAsRequested`` keeps memory tight under a limit."""
+
+    intra_op_threads: int = Field(0, ge=0)
+    """Threads inside one operator; 0 lets onnxruntime use one per physical core."""
+
+    inter_op_threads: int = Field(0, ge=0)
+    """Threads across independent operators (parallel execution mode only); 0: default."""
+
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    """onnxruntime graph optimisations applied when the session is created."""
+
+    cpu_arena: bool = True
+    """onnxruntime's CPU memory arena: faster reuse of buffers, at the price of memory
+    that is not returned to the system."""
+
+    instance_count: int = Field(1, ge=1, le=64)
+    """Concurrent session runs per loaded version (the size of its bounded executor)."""
+
+    warmup: bool = True
+    """Run each new version once per preferred batch size before it takes traffic."""
+
+
+class Settings(BaseSettings):
+    """The gateway server. Load it with :func:`load_settings` to honour a config file."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNEGATE_", env_nested_delimiter="__", extra="forbid")
+
+    repo: Path = Path("model_repository")
+    """The model repository to serve (Triton layout, see model_repo)."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on; 0.0.0.0 to serve beyond this machine."""
+
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port; 0 picks a free one."""
+
+    max_body_bytes: ByteSize = ByteSize(64 * MiB)
+    """Largest request body accepted (after decompression); larger ones get 413."""
+
+    max_elements: int = Field(1 << 26, ge=1)
+    """Largest element count of one input tensor: a sanity check before any allocation."""
+
+    max_queue_size: int = Field(1024, ge=1)
+    """Queue bound for a model whose config.pbtxt sets none (Triton's 0 means unbounded;
+    tunegate never queues without bound)."""
+
+    model_control: Literal["poll", "explicit", "none"] = "poll"
+    """``poll``: load every model at start and follow the repository (hot reload);
+    ``explicit``: load only ``load_models`` at start, then only through the repository
+    API; ``none``: load every model at start and never change."""
+
+    load_models: list[str] = []
+    """Models to load at start in ``explicit`` mode."""
+
+    poll_interval_seconds: float = Field(2.0, gt=0)
+    """How often the repository is scanned in ``poll`` mode."""
+
+    exit_timeout_seconds: float = Field(30.0, ge=0)
+    """On shutdown, how long in-flight requests may take to finish before they are cut."""
+
+    api_key: SecretStr | None = None
+    """When set, repository control routes (load/unload) require it in ``api_key_header``
+    (or as ``Authorization: Bearer <key>``)."""
+
+    api_key_header: str = "X-API-Key"
+    """Header that carries the API key."""
+
+    codec_offload_bytes: int = Field(1 * MiB, ge=0)
+    """Bodies at least this large are decoded and encoded in a worker thread, so a big
+    JSON request never stalls the event loop."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the ``tunegate`` and ``aiohttp.access`` loggers."""
+
+    access_log: bool = True
+    """One log line per request, with its request id."""
+
+    runtime: RuntimeSettings = RuntimeSettings()
+    """Default runtime settings for every model."""
+
+    models: dict[str, RuntimeSettings] = {}
+    """Per-model runtime overrides, by model name (only the fields given are changed)."""
+
+    def runtime_for(self, model: str) -> RuntimeSettings:
+        override = self.models.get(model)
+        if override is None:
+            return self.runtime
+        return self.runtime.model_copy(update=override.model_dump(exclude_unset=True))
+
+
+class ConfigFileError(GatewayError):
+    exit_code = 2
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read config file {path}: {exc}") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml  # optional: only when the user chose a YAML file
+            except ImportError:
+                raise ConfigFileError(f"{path}: YAML needs PyYAML; use TOML or JSON") from None
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigFileError(f"{path}: unknown config format; use .toml, .json or .yaml")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a table/object at the top level")
+    return data
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``overrides`` > environment > ``config_file`` > defaults."""
+    file_values = read_config_file(config_file) if config_file else {}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+
+    class _WithFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, InitSettingsSource(settings_cls, file_values)
+
+    try:
+        loaded = _WithFile(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError
+        raise ConfigFileError(f"invalid settings: {exc}") from None
+    # Hand back a plain Settings (the subclass only existed to order the sources).
+    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields},
+                                    _fields_set=loaded.model_fields_set)
