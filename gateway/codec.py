@@ -160,30 +160,19 @@ def _from_json(name: str, dtype: datatypes.Datatype, data: Any, count: int) -> n
         array = np.empty(len(flat), dtype=object)
         array[:] = [x.encode() for x in flat]
     else:
+        flat = _flatten(data)
+        kinds = {type(x) for x in flat}
+        allowed = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}[dtype.numpy.kind]
+        if not kinds <= allowed:
+            found = ", ".join(sorted(k.__name__ for k in kinds - allowed))
+            raise BadRequest(f"input {name!r}: {dtype.v2} data cannot hold JSON values of type {found}")
         try:
-            array = np.asarray(data)
-        except ValueError as exc:  # ragged nesting
-            raise BadRequest(f"input {name!r}: data is not a regular array: {exc}") from None
-        kind = array.dtype.kind
-        if array.size and not _json_kind_ok(dtype, kind):
-            raise BadRequest(f"input {name!r}: data of kind {array.dtype} does not fit {dtype.v2}")
-        try:
-            array = np.asarray(data, dtype=dtype.numpy)  # OverflowError for out-of-range ints
-        except (OverflowError, ValueError, TypeError) as exc:
+            array = np.array(flat, dtype=dtype.numpy)  # OverflowError for out-of-range ints
+        except (OverflowError, ValueError) as exc:
             raise BadRequest(f"input {name!r}: {exc}") from None
-        array = array.reshape(-1)
     if array.size != count:
         raise BadRequest(f"input {name!r}: {array.size} elements of data for a shape of {count}")
     return array
-
-
-def _json_kind_ok(dtype: datatypes.Datatype, kind: str) -> bool:
-    target = dtype.numpy.kind
-    if target == "b":
-        return kind == "b"
-    if target in "iu":
-        return kind in "iu"
-    return kind in "iuf"  # floats take integers too
 
 
 def _flatten(data: Any) -> list[Any]:

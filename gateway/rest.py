@@ -91,6 +91,7 @@ async def infer(request: web.Request) -> web.Response:
         header_length = int(header) if header is not None else None
     except ValueError:
         raise BinaryDataError(f"{HEADER_LENGTH} must be an integer, got {header!r}") from None
+    request.app[DATAPLANE].model_ready(model, version)  # 404/503 before reading a body for nothing
     body = await request.read()
     # Large bodies are decoded in a thread so one big JSON request never stalls the loop.
     offload = len(body) >= settings.codec_offload_bytes

@@ -17,7 +17,7 @@ def _save(graph: onnx.GraphProto) -> bytes:
     return model.SerializeToString()
 
 
-def publish(repo: Repository, name: str, model_bytes: bytes, config) -> int:
+def publish(repo: Repository, name: str, model_bytes: bytes, config=None) -> int:
     with repo.staging(name) as staged:
         (staged / "model.onnx").write_bytes(model_bytes)
         return repo.publish(name, staged, config=config).version

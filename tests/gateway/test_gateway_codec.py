@@ -1,0 +1,54 @@
+"""The binary and JSON codecs agree with tritonclient on every v2 datatype numpy holds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.http._utils import _get_inference_request
+
+from gateway.codec import InferResponse, decode_request, encode_response
+
+CASES = {
+    "BOOL": np.array([[True, False, True]]), "UINT8": np.array([[0, 7, 255]], np.uint8),
+    "UINT16": np.array([[0, 65535, 3]], np.uint16), "UINT32": np.array([[1, 2**32 - 1, 0]], np.uint32),
+    "UINT64": np.array([[1, 2**64 - 1, 0]], np.uint64), "INT8": np.array([[-128, 0, 127]], np.int8),
+    "INT16": np.array([[-3, 0, 3]], np.int16), "INT32": np.array([[-(2**31), 0, 5]], np.int32),
+    "INT64": np.array([[-(2**63), 0, 2**62]], np.int64), "FP16": np.array([[0.5, -1.25, 65504]], np.float16),
+    "FP32": np.array([[0.1, -2.5, 3e38]], np.float32), "FP64": np.array([[0.1, -2.5, 1e300]], np.float64),
+    "BYTES": np.array([[b"", b"\x00\xffraw", "héllo".encode()]], dtype=object),
+}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("datatype", list(CASES))
+def test_round_trip_with_tritonclient(datatype, binary):
+    array = CASES[datatype]
+    if datatype == "BYTES" and not binary:
+        array = np.array([[b"", b"plain", "héllo".encode()]], dtype=object)  # JSON carries text only
+    tensor = triton.InferInput("T", list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    body, header_length = _get_inference_request([tensor], "", [triton.InferRequestedOutput("T", binary)],
+                                                 0, False, False, 0, None, None)
+    request = decode_request(body, header_length, max_elements=1000)
+    decoded = request.inputs[0].data
+    assert decoded.shape == array.shape and request.outputs[0].binary is binary
+    assert decoded.tolist() == array.tolist()
+
+    payload, json_length = encode_response(InferResponse("m", "1", [("T", decoded, binary)]))
+    result = triton.InferResult.from_response_body(payload, header_length=json_length)
+    answer = result.as_numpy("T")
+    if datatype == "BYTES" and not binary:  # tritonclient hands JSON text back as str
+        answer = np.vectorize(str.encode, otypes=[object])(answer)
+    assert answer.tolist() == array.tolist()
+    assert answer.dtype == (array.dtype if datatype != "BYTES" else object)
+
+
+def test_json_rejects_values_that_do_not_fit():
+    for datatype, data in [("INT64", [1.5]), ("UINT8", [256]), ("BOOL", [1]), ("FP32", ["x"])]:
+        doc = {"inputs": [{"name": "T", "shape": [1], "datatype": datatype, "data": data}]}
+        with pytest.raises(Exception) as info:
+            decode_request(json.dumps(doc).encode(), None, max_elements=10)
+        assert getattr(info.value, "status", None) == 400, (datatype, info.value)
