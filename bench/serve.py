@@ -1,0 +1,213 @@
+"""Gateway throughput beside in-process onnxruntime, one run, same machine.
+
+Models: the chapter's MLP (100 -> 64 relu -> 10 softmax) and MobileNetV2 (weights=None,
+alpha 1.0, 1000 classes) at ``--size`` (default 96x96x3), converted and published with
+converters.publish_keras_model. The gateway runs as its own process (``tunegate serve``);
+clients are threads with the official tritonclient.http, one request of batch 1 each, binary
+tensors, at concurrency 1, 8, 32, 64. In-process: one thread calling session.run at batch 1
+and at each batch size up to 64 (the best is the reference). Prints throughput (samples/s),
+p50 and p99 latency (ms) and the ratio to in-process throughput.
+
+    .venv/bin/python bench/serve.py [--seconds 5] [--size 96] [--delay-us 2000] [--instances 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def build_models(repo_dir: Path, size: int) -> None:
+    """Convert with TensorFlow in a child process, so the measuring processes never load it."""
+    code = f"""
+import keras
+from converters import publish_keras_model
+from converters.examples import basic_mlp
+from model_repo import Repository
+repo = Repository({str(repo_dir)!r})
+if not repo.has_model("mlp"):
+    publish_keras_model(basic_mlp(), repo, "mlp", max_batch_size=64)
+if not repo.has_model("mobilenet_v2"):
+    model = keras.applications.MobileNetV2(input_shape=({size}, {size}, 3), weights=None)
+    publish_keras_model(model, repo, "mobilenet_v2", max_batch_size=64, atol=1e-3)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
+                   env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def tune_config(repo_dir: Path, name: str, delay_us: int, instances: int) -> None:
+    """An operator's edit of config.pbtxt: dynamic batching with a short delay."""
+    from model_repo import Repository
+
+    repo = Repository(repo_dir)
+    config = repo.read_config(name)
+    config.dynamic_batching.max_queue_delay_microseconds = delay_us
+    del config.instance_group[:]
+    group = config.instance_group.add()
+    group.count = instances
+    repo.write_config(name, config)
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    values = np.array(latencies) * 1000
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def in_process(path: Path, sample: dict[str, np.ndarray], batch: int, seconds: float, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {k: np.repeat(v, batch, axis=0) for k, v in sample.items()}
+    for _ in range(3):
+        session.run(None, feeds)
+    latencies = []
+    end = time.perf_counter() + seconds
+    while (now := time.perf_counter()) < end:
+        session.run(None, feeds)
+        latencies.append(time.perf_counter() - now)
+    return batch * len(latencies) / sum(latencies), *percentiles(latencies)
+
+
+def through_gateway(url: str, model: str, sample: dict[str, np.ndarray], datatypes: dict[str, str],
+                    concurrency: int, seconds: float):
+    import tritonclient.http as triton
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start_barrier = threading.Barrier(concurrency + 1)
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def client_loop():
+        client = triton.InferenceServerClient(url, connection_timeout=120, network_timeout=120)
+        inputs = []
+        for name, array in sample.items():
+            tensor = triton.InferInput(name, list(array.shape), datatypes[name])
+            tensor.set_data_from_numpy(array, binary_data=True)
+            inputs.append(tensor)
+        mine = []
+        client.infer(model, inputs)  # warm the connection
+        start_barrier.wait()
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                client.infer(model, inputs)
+            except Exception as exc:
+                errors.append(exc)
+                continue
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+        client.close()
+
+    workers = [threading.Thread(target=client_loop) for _ in range(concurrency)]
+    for w in workers:
+        w.start()
+    start_barrier.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        print(f"  {len(errors)} errors, first: {errors[0]}")
+    return len(latencies) / elapsed, *percentiles(latencies)
+
+
+def stats(url: str, model: str) -> tuple[int, int]:
+    import tritonclient.http as triton
+
+    s = triton.InferenceServerClient(url).get_inference_statistics(model)["model_stats"][0]
+    return s["inference_count"], s["execution_count"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--size", type=int, default=96, help="MobileNetV2 input height/width")
+    parser.add_argument("--delay-us", type=int, default=2000, help="max_queue_delay_microseconds")
+    parser.add_argument("--instances", type=int, default=1, help="instance_group count (concurrent runs)")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: one per core)")
+    parser.add_argument("--repo", type=Path, help="reuse a repository (converted models are cached there)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--models", default="mlp,mobilenet_v2")
+    args = parser.parse_args()
+
+    repo_dir = args.repo or Path(tempfile.mkdtemp(prefix="tunegate-bench-"))
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    build_models(repo_dir, args.size)
+    from model_repo import Repository, datatypes
+
+    repo = Repository(repo_dir)
+    names = args.models.split(",")
+    for name in names:
+        tune_config(repo_dir, name, args.delay_us, args.instances)
+
+    env = {**os.environ, "TUNEGATE_RUNTIME__PROVIDER": "cpu", "TUNEGATE_RUNTIME__INTRA_OP_THREADS": str(args.threads),
+           "TUNEGATE_ACCESS_LOG": "false", "TUNEGATE_LOG_LEVEL": "WARNING", "TUNEGATE_MODEL_CONTROL": "none"}
+    server = subprocess.Popen([sys.executable, str(ROOT / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
+                               "--port", str(args.port)], env=env, cwd=ROOT)
+    url = f"127.0.0.1:{args.port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("gateway did not become ready")
+            time.sleep(0.2)
+
+        print(f"# {os.cpu_count()} cores; MobileNetV2 input {args.size}x{args.size}x3; delay {args.delay_us} us; "
+              f"instances {args.instances}; intra-op threads {args.threads or 'default'}; {args.seconds:g} s each")
+        print(f"{'model':<14}{'mode':<26}{'samples/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'vs best':>9}")
+        for name in names:
+            config = repo.read_config(name)
+            rng = np.random.default_rng(0)
+            sample = {t.name: rng.random((1, *t.dims)).astype(datatypes.BY_CONFIG[t.data_type].numpy)
+                      for t in config.input}
+            types = {t.name: datatypes.BY_CONFIG[t.data_type].v2 for t in config.input}
+            path = repo.model_path(name, repo.resolve(name))
+            rows = []
+            best = (0.0, 0)
+            for batch in (1, 8, 16, 32, 64):
+                tput, p50, p99 = in_process(path, sample, batch, args.seconds / 2, args.threads)
+                if batch == 1:
+                    rows.append((f"in-process batch 1", tput, p50, p99))
+                if tput > best[0]:
+                    best = (tput, batch, p50, p99)
+            rows.append((f"in-process best (b={best[1]})", best[0], best[2], best[3]))
+            for concurrency in (1, 8, 32, 64):
+                before = stats(url, name)
+                tput, p50, p99 = through_gateway(url, name, sample, types, concurrency, args.seconds)
+                after = stats(url, name)
+                batch = (after[0] - before[0]) / max(1, after[1] - before[1])
+                rows.append((f"gateway c={concurrency} (avg b={batch:.1f})", tput, p50, p99))
+            for mode, tput, p50, p99 in rows:
+                print(f"{name:<14}{mode:<26}{tput:>11.1f}{p50:>9.2f}{p99:>9.2f}{tput / best[0]:>8.2f}x")
+            sys.stdout.flush()
+    finally:
+        server.terminate()
+        server.wait(60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
