@@ -67,13 +67,15 @@ def sample_batches(arrays: dict[str, np.ndarray], specs: list[InputSpec], where:
 
 def compare(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], atol: float, rtol: float) -> dict:
     """Per output: max |Δ|, max |Δ|/|ref| (over elements with |ref| > atol, where a relative
-    error means something), and whether every element is within atol + rtol·|ref|."""
+    error means something), whether every element is within atol + rtol·|ref|, and whether
+    the reference answers vary across the batch at all (agreement on constant answers
+    proves little, e.g. a random deep network whose activations vanished)."""
     report = {}
     for name, ref in reference.items():
         ref = np.asarray(ref, dtype=np.float64)
         got = np.asarray(actual[name], dtype=np.float64)
         if ref.shape != got.shape:
-            report[name] = {"max_abs": float("inf"), "max_rel": float("inf"), "passed": False,
+            report[name] = {"max_abs": float("inf"), "max_rel": float("inf"), "passed": False, "varies": False,
                             "why": f"shape {got.shape}, expected {ref.shape}"}
             continue
         diff = np.abs(ref - got)
@@ -84,6 +86,7 @@ def compare(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], ato
             "max_abs": float(diff.max(initial=0.0)),
             "max_rel": float(rel.max(initial=0.0)),
             "passed": finite and bool(np.all(diff <= atol + rtol * np.abs(ref))),
+            "varies": bool(ref.shape[0] > 1 and np.ptp(ref, axis=0).max(initial=0.0) > 0),
         }
     return report
 
@@ -121,7 +124,9 @@ def check_parity(run_reference: Callable, session, batches: list[dict[str, np.nd
         if missing:
             raise ParityError(f"{label}: outputs {sorted(missing)} missing from the ONNX model (it has {outputs})")
         for name, entry in compare(ref, got, atol, rtol).items():
-            merged = per_output.setdefault(name, {"max_abs": 0.0, "max_rel": 0.0, "passed": True})
+            merged = per_output.setdefault(name, {"max_abs": 0.0, "max_rel": 0.0, "passed": True,
+                                                  "varies": False})
+            merged["varies"] = merged["varies"] or entry["varies"]
             merged["max_abs"] = max(merged["max_abs"], entry["max_abs"])
             merged["max_rel"] = max(merged["max_rel"], entry["max_rel"])
             merged["passed"] = merged["passed"] and entry["passed"]

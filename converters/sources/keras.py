@@ -6,6 +6,7 @@ SavedModel is converted (DESIGN.md: the one path that worked on every model meas
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import tempfile
@@ -80,6 +81,23 @@ def as_functional(model):
     return model
 
 
+@contextlib.contextmanager
+def cpu_rnn_kernels(model):
+    """With a GPU visible, Keras traces LSTM/GRU to CudnnRNNV3, which tf2onnx cannot convert
+    (DESIGN.md); tracing with ``use_cudnn=False`` gives the generic loop it turns into ONNX
+    LSTM/Loop, the same graph as on a CPU-only host. The model is left as it was."""
+    changed = []
+    for layer in model._flatten_layers():
+        if getattr(layer, "use_cudnn", False) in ("auto", True):
+            changed.append((layer, layer.use_cudnn))
+            layer.use_cudnn = False
+    try:
+        yield
+    finally:
+        for layer, value in changed:
+            layer.use_cudnn = value
+
+
 def _output_names(model) -> list[str]:
     names = list(getattr(model, "output_names", None) or [])
     if len(names) != len(model.outputs):
@@ -121,12 +139,13 @@ def keras_source(model, origin: str = "<keras.Model>") -> Source:
         return {k: np.asarray(v) for k, v in result.items()}
 
     def graph():
-        archive = keras.export.ExportArchive()
-        archive.track(model)
         signature = [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=spec.name) for spec in inputs]
-        archive.add_endpoint(_ENDPOINT, call, input_signature=signature)
         with tempfile.TemporaryDirectory(prefix="tunegate-export-") as tmp:
-            archive.write_out(tmp, verbose=False)
+            with cpu_rnn_kernels(model):
+                archive = keras.export.ExportArchive()
+                archive.track(model)
+                archive.add_endpoint(_ENDPOINT, call, input_signature=signature)
+                archive.write_out(tmp, verbose=False)
             return frozen_graph(Path(tmp), _ENDPOINT)
 
     def save(source_dir: Path) -> dict:

@@ -66,7 +66,7 @@ def load_saved_model(path: Path, signature: str | None = None) -> Source:
         shutil.copytree(path, source_dir / SOURCE_SUBDIR)
         return {"format": "saved_model", "path": f"source/{SOURCE_SUBDIR}", "signature": name}
 
-    params = sum(int(np.prod(v.shape)) for v in getattr(loaded, "trainable_variables", []) or [])
+    params = sum(int(np.prod(v.shape)) for v in function.variables)
     return Source(
         format="saved_model", origin=origin, inputs=inputs, output_names=output_names, run=run,
         graph=lambda: frozen_graph(path, name), save=save,

@@ -51,6 +51,7 @@ def test_corpus_model_converts_with_parity(key, published, repo):
     assert parity["passed"] and parity["batches"] == [1, 8]
     assert set(parity["outputs"]) == set(outputs)
     assert parity["max_abs"] <= 1e-4, parity
+    assert all(o["varies"] for o in parity["outputs"].values()), "constant answers make parity meaningless"
     assert manifest.source["format"] == fmt and manifest.source["path"] == source_path
     version_dir = repo.version_dir(name, 1)
     assert (version_dir / source_path).exists()
