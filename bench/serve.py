@@ -70,6 +70,7 @@ def in_process(path: Path, sample: dict[str, np.ndarray], batch: int, seconds: f
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the gateway runs it
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = {k: np.repeat(v, batch, axis=0) for k, v in sample.items()}
     for _ in range(3):

@@ -52,6 +52,11 @@ class RuntimeSettings(BaseModel):
     inter_op_threads: int = Field(0, ge=0)
     """Threads across independent operators (parallel execution mode only); 0: default."""
 
+    intra_op_spinning: bool = False
+    """Let idle intra-op threads spin for work. Spinning lowers latency on an idle machine
+    but burns the cores the event loop and the other sessions need; a server sharing cores
+    keeps it off."""
+
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     """onnxruntime graph optimisations applied when the session is created."""
 

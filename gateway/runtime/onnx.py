@@ -90,6 +90,8 @@ class OnnxRuntime(Runtime):
         options.intra_op_num_threads = self.settings.intra_op_threads
         options.inter_op_num_threads = self.settings.inter_op_threads
         options.enable_cpu_mem_arena = self.settings.cpu_arena
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if self.settings.intra_op_spinning else "0")
         options.log_severity_level = 3  # errors only: fallbacks are reported by us, with reasons
         try:
             session = ort.InferenceSession(str(self.path), sess_options=options, providers=choice.providers)
