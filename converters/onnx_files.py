@@ -12,12 +12,12 @@ def data_file(path: Path) -> str:
     return f"{path.name}.data"
 
 
-def save_model(model, path: Path, *, threshold: int = EXTERNAL_DATA_THRESHOLD) -> bool:
+def save_model(model, path: Path, *, threshold: int | None = None) -> bool:
     """Saves ``model``; tensors go to ``<name>.data`` beside it (memory-mappable by onnxruntime)
     when the model is over ``threshold`` bytes. Returns whether external data was used."""
     import onnx
 
-    external = _size(model) > threshold
+    external = _size(model) > (EXTERNAL_DATA_THRESHOLD if threshold is None else threshold)
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_file(path), size_threshold=1024)
@@ -33,14 +33,3 @@ def _size(model) -> int:
         return max(total, model.ByteSize())
     except ValueError:
         return total
-
-
-def save_tf2onnx_large(model, storage, path: Path) -> None:
-    """tf2onnx's large-model output: the proto references tensors by file name and ``storage``
-    holds their bytes; lay them out beside ``path`` as ONNX external data expects."""
-    import onnx
-
-    path.write_bytes(model.SerializeToString())
-    for name, data in storage.name_to_tensor_data.items():
-        (path.parent / name).write_bytes(data)
-    onnx.load_model(str(path), load_external_data=False)  # fails loudly if the proto is malformed

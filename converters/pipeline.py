@@ -66,19 +66,15 @@ def convert_and_publish(source: Source, repo: Repository, name: str, options: Op
             references = [source.run(feeds) for feeds in batches]
         with progress.step("tf2onnx"):
             graph_def, tf_inputs, tf_outputs, renames, tables = source.graph()
-            large = graph_def.ByteSize() > onnx_files.EXTERNAL_DATA_THRESHOLD
-            model, storage = convert_graph(graph_def, tf_inputs, tf_outputs, renames, tables,
-                                           opset=opset, name=name, large_model=large)
+            # tf2onnx's own large_model mode calls np.product, gone in numpy 2; the ModelProto
+            # is built in memory either way and onnx_files moves big tensors out when saving.
+            model, _ = convert_graph(graph_def, tf_inputs, tf_outputs, renames, tables, opset=opset, name=name)
             check.check_ops(model)
         repo.model_dir(name)  # validates the name before any work lands on disk
         with repo.staging(name) as staged:
             with progress.step("check"):
                 path = staged / MODEL_FILE
-                if large:
-                    onnx_files.save_tf2onnx_large(model, storage, path)
-                    external = True
-                else:
-                    external = onnx_files.save_model(model, path)
+                external = onnx_files.save_model(model, path)
                 check.check_model_file(path)
                 session = check.open_session(path)
             with progress.step("parity"):
@@ -98,7 +94,7 @@ def convert_and_publish(source: Source, repo: Repository, name: str, options: Op
                 source_entry = source.save(staged / SOURCE_DIR)
                 _copy_extra_files(staged, options.extra_files)
             with progress.step("publish"):
-                config = triton.config_for(model if not large else _graph_only(path), name, options.max_batch_size)
+                config = triton.config_for(model, name, options.max_batch_size)
                 fields = dict(options.manifest_fields)
                 extra = {"opset": opset, "files_by_role": files, "external_data": external,
                          "converter": {"timings_s": progress.timings, "origin": source.origin,
@@ -123,12 +119,6 @@ def _copy_extra_files(staged: Path, extra_files: dict[str, Path]) -> None:
             raise SourceError(f"extra file {src} does not exist")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
-
-
-def _graph_only(path: Path):
-    import onnx
-
-    return onnx.load_model(str(path), load_external_data=False)
 
 
 def _fp16_variant(source: Source, model, staged: Path, batches, references) -> dict:

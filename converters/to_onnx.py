@@ -32,8 +32,8 @@ CUSTOM_OP_HANDLERS = {"Erfc": (_erfc, [])}
 
 
 def convert_graph(graph_def, inputs: list[str], outputs: list[str], renames: dict[str, str],
-                  tables: dict, *, opset: int, name: str = "tunegate", large_model: bool = False):
-    """Returns (ModelProto, external tensor storage or None)."""
+                  tables: dict, *, opset: int, name: str = "tunegate"):
+    """Returns (ModelProto, tf2onnx external tensor storage: None without large_model)."""
     import tensorflow as tf
     from tf2onnx.convert import _convert_common
 
@@ -46,7 +46,7 @@ def convert_graph(graph_def, inputs: list[str], outputs: list[str], renames: dic
             model, storage = _convert_common(
                 graph_def, name=name, continue_on_error=True, opset=opset,
                 custom_op_handlers=dict(CUSTOM_OP_HANDLERS), input_names=inputs, output_names=outputs,
-                tensors_to_rename=renames, initialized_tables=tables, large_model=large_model)
+                tensors_to_rename=renames, initialized_tables=tables)
     finally:
         logger.setLevel(level)
     return model, storage

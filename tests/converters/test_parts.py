@@ -98,3 +98,20 @@ def test_external_data_beyond_threshold(tmp_path):
     x = np.ones((2, 64), np.float32)
     np.testing.assert_allclose(session.run(["y"], {"x": x})[0], x @ weight, rtol=1e-5)
     assert not onnx_files.save_model(model, tmp_path / "small.onnx")
+
+
+def test_pipeline_writes_external_data_for_big_models(tmp_path, monkeypatch):
+    """A real conversion past the size limit (lowered, so the test stays small) publishes
+    model.onnx plus model.onnx.data, both in the manifest, and still loads and matches."""
+    from converters import examples, publish_keras_model
+    from model_repo import Repository
+
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 10_000)
+    repo = Repository(tmp_path)
+    manifest = publish_keras_model(examples.basic_mlp(), repo, "big")
+    assert manifest.extra["external_data"] is True
+    assert {"model.onnx", "model.onnx.data"} <= set(manifest.files)
+    version_dir = repo.version_dir("big", 1)
+    assert (version_dir / "model.onnx").stat().st_size < 10_000 < (version_dir / "model.onnx.data").stat().st_size
+    assert manifest.parity["passed"]
+    repo.verify("big", 1)
