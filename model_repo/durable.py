@@ -28,6 +28,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` so that readers see the old content or the new, never a mix."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; repository files are read by other users (Triton, pods).
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -224,3 +224,9 @@ def test_models_cli(repo: Repository) -> None:
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     unknown = _tunegate("models", "--repo", str(repo.root), "show", "ghost")
     assert unknown.returncode == 1 and "unknown model 'ghost'" in unknown.stderr
+
+
+def test_published_files_are_readable_by_other_users(repo: Repository) -> None:
+    publish_bytes(repo, "m", b"a")
+    for path in (repo.root / "m" / CONFIG_FILE, repo.root / "m" / "1" / "manifest.json"):
+        assert path.stat().st_mode & 0o044 == 0o044, path
