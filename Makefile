@@ -18,7 +18,7 @@ demo: example
 	@echo
 	@echo "Serving $(DEMO_REPO) on http://$(HOST):$(PORT). From another shell:"
 	@echo "  $(PY) packaging/example_request.py --url http://$(HOST):$(PORT)"
-	@echo "  curl -s http://$(HOST):$(PORT)/v2/models/digits"
+	@echo "  curl -s -X POST http://$(HOST):$(PORT)/v2/models/digits/infer -H 'Content-Type: application/json' -d @packaging/digit0_request.json"
 	@echo
 	$(VENV)/bin/tunegate serve --repo $(DEMO_REPO) --host $(HOST) --port $(PORT)
 
