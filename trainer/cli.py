@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .errors import NotPromoted
     from .launcher import check_data_paths, launch, topology
     from .source import resolve_base
 
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         result = launch(args, topo, echo=echo)
     except Exception as exc:
         if args.json and hasattr(exc, "details"):
-            print(json.dumps({"status": "error", "error": type(exc).__name__, "message": str(exc),
+            status = "not_promoted" if isinstance(exc, NotPromoted) else "error"
+            print(json.dumps({"status": status, "error": type(exc).__name__, "message": str(exc),
                               **exc.details}, indent=2, default=str))
         raise
     if args.json:

@@ -73,6 +73,10 @@ def command(topo: Topology, job_argv: list[str], result_file: Path, workdir: Pat
     if topo.elastic:
         script = topo.discovery_script or _discovery_script(topo.hosts, workdir)
         cmd += ["--min-np", str(topo.min_np), "--max-np", str(topo.max_np), "--host-discovery-script", script]
+        if all(h.rsplit(":", 1)[0] in ("localhost", "127.0.0.1") for h in topo.hosts.split(",")):
+            # Elastic horovodrun otherwise waits for two hosts to agree on a network
+            # interface, forever when there is one host.
+            cmd += ["--network-interface", "lo"]
     else:
         cmd += ["-H", topo.hosts]
     return cmd + [sys.executable, "-m", "trainer.job", *job_argv, "--result-file", str(result_file)]
