@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry
 from .dataplane import DataPlane
 from .errors import GatewayError
 from .keys import DATAPLANE, METRICS_REGISTRY, REGISTRY, SETTINGS, STATS
+from .loop import REQUEST_ID as REQUEST_ID_VAR
+from .loop import setup_loop
 from .metrics import build_registry
 from .registry import Registry, RuntimeFactory, onnx_runtime_factory
 from .rest import add_routes
@@ -47,11 +49,14 @@ class AccessLogger(AbstractAccessLogger):
 async def request_id_middleware(request: web.Request, handler) -> web.StreamResponse:
     request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
     request_id = request_id[:128]  # a client's id is echoed, but not an unbounded one
+    token = REQUEST_ID_VAR.set(request_id)  # request capture files the inputs under it
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         exc.headers[REQUEST_ID] = request_id
         raise
+    finally:
+        REQUEST_ID_VAR.reset(token)
     response.headers[REQUEST_ID] = request_id
     return response
 
@@ -95,6 +100,7 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
     add_routes(app)
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_watcher_ctx)
+    setup_loop(app, app[METRICS_REGISTRY])  # after the registry's step: its clean-up runs first
     app.on_shutdown.append(_begin_shutdown)
     return app
 

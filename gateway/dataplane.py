@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from model_repo import config_to_dict
@@ -21,6 +22,10 @@ class DataPlane:
     def __init__(self, registry: Registry, book: StatsBook) -> None:
         self.registry = registry
         self.book = book
+        # The loop's hooks: every answered infer (model, version, ok, latency ns, request,
+        # response or None) and extra metadata parameters per model (canary, jobs).
+        self.observers: list[Callable[..., None]] = []
+        self.parameter_sources: list[Callable[[str], dict[str, Any]]] = []
 
     # ---------------------------------------------------------------- health
     def live(self) -> bool:
@@ -34,16 +39,19 @@ class DataPlane:
 
     # ---------------------------------------------------------------- models
     def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
-        served = self.registry.route(model, version)
+        served = self.registry.route(model, version, split=False)
         record = self.registry.record(model)
         signature = served.signature
+        parameters = served.runtime.parameters()
+        for source in self.parameter_sources:
+            parameters.update(source(model))
         return {
             "name": model,
             "versions": [str(v) for v in record.serving],
             "platform": served.runtime.platform,
             "inputs": [t.to_v2(signature.batching) for t in signature.inputs],
             "outputs": [t.to_v2(signature.batching) for t in signature.outputs],
-            "parameters": served.runtime.parameters(),
+            "parameters": parameters,
         }
 
     def model_ready(self, model: str, version: str | None = None) -> bool:
@@ -67,11 +75,15 @@ class DataPlane:
                 served.stats.record_failure(time.perf_counter_ns() - started, "CANCELED")
                 raise
             except GatewayError as exc:
-                served.stats.record_failure(time.perf_counter_ns() - started, _reason(exc))
+                elapsed = time.perf_counter_ns() - started
+                served.stats.record_failure(elapsed, _reason(exc))
+                if exc.status >= 500:  # the version's fault, not the client's: a canary's evidence
+                    self._observe(model, served.version, False, elapsed, request, None)
                 raise
-            served.stats.record_success(rows, time.perf_counter_ns() - started, timing)
+            elapsed = time.perf_counter_ns() - started
+            served.stats.record_success(rows, elapsed, timing)
         binary = {o.name: o.binary for o in request.outputs or ()}
-        return InferResponse(
+        response = InferResponse(
             model_name=model,
             model_version=str(served.version),
             id=request.id,
@@ -79,6 +91,13 @@ class DataPlane:
                       request.binary_output if binary.get(name) is None else bool(binary[name]))
                      for name in wanted],
         )
+        self._observe(model, served.version, True, elapsed, request, (feeds, outputs))
+        return response
+
+    def _observe(self, model: str, version: int, ok: bool, elapsed_ns: int, request: InferRequest,
+                 answer: tuple[dict, dict] | None) -> None:
+        for observer in self.observers:
+            observer(model, version, ok, elapsed_ns, request, answer)
 
     # ------------------------------------------------------------ statistics
     def statistics(self, model: str | None = None, version: str | None = None) -> dict[str, Any]:

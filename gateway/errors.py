@@ -10,6 +10,8 @@ bug and becomes a 500 with its message logged, while the server keeps serving::
     ├── Unauthorized (401)          a control route without the configured API key
     ├── ModelNotFound (404)         no such model in the repository
     ├── VersionNotFound (404)       no such version, or not available under the policy
+    ├── JobNotFound (404)           no fine-tune job with that id for that model
+    ├── Conflict (409)              a fine-tune job or canary already running for the model
     ├── QueueFull (429)             the model's bounded queue is full: retry later
     ├── ModelNotReady (503)         not loaded (yet), failed to load, or unloading
     ├── ServerNotReady (503)        starting up or shutting down
@@ -47,6 +49,14 @@ class ModelNotFound(GatewayError):
 
 class VersionNotFound(GatewayError):
     status = 404
+
+
+class JobNotFound(GatewayError):
+    status = 404
+
+
+class Conflict(GatewayError):
+    status = 409
 
 
 class QueueFull(GatewayError):

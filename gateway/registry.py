@@ -23,6 +23,7 @@ from model_repo import ModelNotFound as RepoModelNotFound
 from model_repo import RepositoryError
 
 from .batching import Batcher, BatchPolicy
+from .canary import CanaryState, plan_versions
 from .errors import LoadError, ModelNotFound, ModelNotReady, ServerNotReady, VersionNotFound
 from .runtime.base import Runtime
 from .runtime.onnx import OnnxRuntime
@@ -79,6 +80,7 @@ class ModelRecord:
     states: dict[int, tuple[str, str]] = field(default_factory=dict)  # version -> (state, reason)
     error: str = ""  # model-level failure (e.g. unreadable config.pbtxt)
     unloaded: bool = False  # explicitly unloaded: the watcher leaves it alone
+    canary: CanaryState | None = None  # a fine-tuned version on trial (see canary.py)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -95,14 +97,16 @@ class Registry:
         self._tasks: set[asyncio.Task] = set()
         self.started = asyncio.Event()  # the initial load has finished
         self.shutting_down = False
+        self.on_canary: Callable[[CanaryState], None] | None = None  # a canary entered service
 
     # -------------------------------------------------------------- routing
     @property
     def ready(self) -> bool:
         return self.started.is_set() and not self.shutting_down
 
-    def route(self, model: str, version: str | int | None = None) -> ServedVersion:
-        """The version that serves this request; no I/O, no await."""
+    def route(self, model: str, version: str | int | None = None, *, split: bool = True) -> ServedVersion:
+        """The version that serves this request; no I/O, no await. An unpinned request goes
+        to the stable version, or (``split``) to a live canary for its share of traffic."""
         if self.shutting_down:
             raise ServerNotReady("the server is shutting down")
         record = self._records.get(model)
@@ -113,6 +117,11 @@ class Registry:
         if version in (None, ""):
             if not record.serving:
                 raise ModelNotReady(f"model {model!r} has no ready version" + self._why(record))
+            canary = record.canary
+            if canary is not None and canary.live:
+                served = record.serving.get(canary.pick() if split else canary.stable)
+                if served is not None:
+                    return served
             return record.serving[next(reversed(record.serving))]
         number = _version_number(version)
         served = record.serving.get(number)
@@ -186,7 +195,7 @@ class Registry:
             if self.shutting_down:
                 return
             try:
-                config, wanted = await asyncio.to_thread(self._read, model)
+                config, wanted, canary = await asyncio.to_thread(self._read, model)
             except RepoModelNotFound:
                 self._known.discard(model)
                 self._retire(record, list(record.serving.values()))
@@ -224,15 +233,33 @@ class Registry:
             for v in list(record.states):
                 if v not in record.serving and v not in failures:
                     del record.states[v]
+            self._set_canary(record, canary)
             self._retire(record, retired)
             if loaded or retired:
                 log.info("model %s: serving versions %s", model, list(record.serving))
             if failures and force:
                 raise LoadError(f"model {model!r}: " + "; ".join(f"version {v}: {r}" for v, r in failures.items()))
 
-    def _read(self, model: str) -> tuple[ModelConfig, list[int]]:
+    def _read(self, model: str) -> tuple[ModelConfig, list[int], int | None]:
         config = self.repo.read_config(model)
-        return config, self.repo.available_versions(model)
+        return (config, *plan_versions(self.repo, model, config, self.settings.loop_for(model).canary))
+
+    def _set_canary(self, record: ModelRecord, version: int | None) -> None:
+        """Start (or end) the canary split to match the plan: a canary needs itself and a
+        stable version serving."""
+        stable = [v for v in record.serving if v != version]
+        if version is None or version not in record.serving or not stable:
+            if record.canary is not None and record.canary.live:
+                record.canary.state = "withdrawn"  # left the repository or the policy
+            record.canary = None
+            return
+        if record.canary is not None and record.canary.version == version:
+            record.canary.stable = stable[-1]
+            return
+        record.canary = CanaryState(record.name, version, stable[-1],
+                                    self.settings.loop_for(record.name).canary_fraction)
+        if self.on_canary is not None:
+            self.on_canary(record.canary)
 
     async def _load_version(self, model: str, version: int, config: ModelConfig) -> ServedVersion:
         runtime = await asyncio.to_thread(self._factory, self.repo, model, version, config, self.settings)
@@ -257,6 +284,7 @@ class Registry:
             record.unloaded = True
             retired = list(record.serving.values())
             record.serving = {}
+            self._set_canary(record, None)
             record.states = {}
             tasks = self._retire(record, retired)
         if tasks:

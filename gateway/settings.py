@@ -16,6 +16,7 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import GatewayError
+from .loop_settings import LoopSettings
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -131,6 +132,18 @@ class Settings(BaseSettings):
 
     models: dict[str, RuntimeSettings] = {}
     """Per-model runtime overrides, by model name (only the fields given are changed)."""
+
+    loop: LoopSettings = LoopSettings()
+    """Feedback, fine-tune jobs and canaries: defaults for every model (see loop_settings)."""
+
+    loop_models: dict[str, LoopSettings] = {}
+    """Per-model loop overrides, by model name (only the fields given are changed)."""
+
+    def loop_for(self, model: str) -> LoopSettings:
+        override = self.loop_models.get(model)
+        if override is None:
+            return self.loop
+        return self.loop.model_copy(update=override.model_dump(exclude_unset=True))
 
     def runtime_for(self, model: str) -> RuntimeSettings:
         override = self.models.get(model)

@@ -1,0 +1,297 @@
+"""Canaries: a version published by a fine-tune job serves a fraction of traffic first.
+
+Which versions serve is decided from the manifests (so a restart finds the same state):
+
+- a version whose manifest ``status`` is ``rejected`` never serves again;
+- a version published by a fine-tune job (its manifest has ``training``) whose manifest
+  has no ``canary`` decision yet is a *pending canary*: it serves beside the stable set,
+  taking ``canary_fraction`` of unpinned requests (``Registry.route``);
+- promotion writes ``canary: {"state": "promoted", ...}`` into its manifest (it becomes
+  an ordinary version, the newest, so the version policy retires the old stable);
+  rollback writes ``status: "rejected"`` (the registry then unloads it).
+
+The :class:`CanaryController` watches each canary's window: outcomes of the requests each
+side answered (error rate, p99 latency) and labelled feedback on their answers
+(accuracy). When the window closes it promotes or rolls back on the thresholds of
+``LoopSettings``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from model_repo import ModelConfig, Repository, RepositoryError
+from model_repo.policy import available_versions
+
+from .errors import BadRequest
+from .loop_settings import LoopSettings
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+log = logging.getLogger("tunegate.canary")
+
+REJECTED = "rejected"
+CANARY, PROMOTED, ROLLED_BACK = "canary", "promoted", "rolled_back"
+_LATENCY_SAMPLES = 10_000  # per side; a window larger than this keeps the newest
+
+
+def _pending(manifest) -> bool:
+    return bool(manifest.extra.get("training")) and not manifest.extra.get("canary")
+
+
+def plan_versions(repo: Repository, model: str, config: ModelConfig,
+                  canary: bool) -> tuple[list[int], int | None]:
+    """The versions to serve and the pending canary among them (blocking: reads manifests).
+
+    Rejected versions are left out before the version policy applies, so after a rollback
+    the policy's ``latest 1`` is the stable version again."""
+    versions = repo.list_versions(model)
+    manifests = {}
+    for v in versions:
+        try:
+            manifests[v] = repo.read_manifest(model, v)
+        except RepositoryError:
+            manifests[v] = None  # e.g. a hand-made version without a manifest: an ordinary one
+    eligible = [v for v in versions if manifests[v] is None or manifests[v].status != REJECTED]
+    wanted = available_versions(config, eligible)
+    if not canary or not wanted:
+        return wanted, None
+    newest = wanted[-1]
+    if manifests[newest] is None or not _pending(manifests[newest]):
+        return wanted, None
+    # Undecided canaries never count as stable (a second fine-tuned version must not make
+    # the first one the stable side of its comparison).
+    stable = available_versions(config, [v for v in eligible
+                                         if manifests[v] is None or not _pending(manifests[v])])
+    if not stable:
+        return wanted, None  # nothing to compare with: the first version just serves
+    return sorted(set(stable) | {newest}), newest
+
+
+@dataclass
+class Side:
+    """What one side of the comparison did during the window."""
+
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p99_ms(self) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 6),
+                "p99_ms": None if self.p99_ms is None else round(self.p99_ms, 3),
+                "labelled": self.labelled,
+                "accuracy": None if self.accuracy is None else round(self.accuracy, 6)}
+
+
+@dataclass(eq=False)
+class CanaryState:
+    model: str
+    version: int
+    stable: int
+    fraction: float
+    started: float = field(default_factory=time.monotonic)
+    state: str = CANARY
+    reason: str = ""
+    canary_side: Side = field(default_factory=Side)
+    stable_side: Side = field(default_factory=Side)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def live(self) -> bool:
+        return self.state == CANARY
+
+    def pick(self) -> int:
+        """The version an unpinned request goes to."""
+        return self.version if random.random() < self.fraction else self.stable
+
+    def side(self, version: int) -> Side | None:
+        if version == self.version:
+            return self.canary_side
+        if version == self.stable:
+            return self.stable_side
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "stable_version": self.stable, "state": self.state,
+                "fraction": self.fraction, "reason": self.reason,
+                "elapsed_seconds": round(time.monotonic() - self.started, 3),
+                "canary": self.canary_side.to_dict(), "stable": self.stable_side.to_dict()}
+
+
+def decide(state: CanaryState, settings: LoopSettings) -> tuple[bool, str]:
+    """(promote?, why) from the window's evidence."""
+    c, s = state.canary_side, state.stable_side
+    if c.error_rate - s.error_rate > settings.max_error_rate_increase:
+        return False, (f"error rate {c.error_rate:.2%} on {c.requests} requests vs {s.error_rate:.2%} "
+                       f"on the stable version (allowed +{settings.max_error_rate_increase:.2%})")
+    if c.p99_ms is not None and s.p99_ms is not None and len(s.latencies_ms) >= 10:
+        limit = max(s.p99_ms * settings.max_p99_ratio, s.p99_ms + settings.p99_slack_ms)
+        if c.p99_ms > limit:
+            return False, f"p99 latency {c.p99_ms:.1f} ms vs {s.p99_ms:.1f} ms on the stable version"
+    checks = [f"error rate {c.error_rate:.2%} vs {s.error_rate:.2%}"]
+    if c.labelled >= settings.min_labelled and s.labelled >= settings.min_labelled:
+        drop = s.accuracy - c.accuracy
+        if drop > settings.max_accuracy_drop:
+            return False, (f"accuracy {c.accuracy:.2%} on {c.labelled} labelled answers vs {s.accuracy:.2%} "
+                           f"on the stable version (allowed -{settings.max_accuracy_drop:.2%})")
+        checks.append(f"accuracy {c.accuracy:.2%} vs {s.accuracy:.2%}")
+    else:
+        checks.append(f"accuracy not compared ({c.labelled}/{s.labelled} labelled answers, "
+                      f"{settings.min_labelled} needed each)")
+    return True, "; ".join(checks)
+
+
+class CanaryController:
+    """Feeds each live canary its evidence, closes its window, promotes or rolls back."""
+
+    def __init__(self, registry: Registry, settings_for: Callable[[str], LoopSettings]) -> None:
+        self.registry = registry
+        self.settings_for = settings_for
+        self.decisions: dict[tuple[str, str], int] = {}  # (model, promoted|rolled_back) -> count
+        self.history: dict[str, list[dict[str, Any]]] = {}  # model -> finished canaries
+        self._watchers: dict[str, asyncio.Task] = {}
+
+    # ------------------------------------------------------------- evidence
+    def current(self, model: str) -> CanaryState | None:
+        record = self.registry._records.get(model)
+        return None if record is None else record.canary
+
+    def observe(self, model: str, version: int, ok: bool, latency_ns: int) -> None:
+        """One answered request (called by the data plane for every infer)."""
+        state = self.current(model)
+        if state is None or not state.live:
+            return
+        side = state.side(version)
+        if side is None:
+            return
+        side.requests += 1
+        if ok:
+            side.latencies_ms.append(latency_ns / 1e6)
+        else:
+            side.errors += 1
+        state.changed.set()
+
+    def observe_labels(self, model: str, version: int, correct: int, labelled: int) -> None:
+        """Labelled feedback on answers ``version`` gave (from captured requests)."""
+        state = self.current(model)
+        side = None if state is None or not state.live else state.side(version)
+        if side is None:
+            return
+        side.labelled += labelled
+        side.correct += correct
+        state.changed.set()
+
+    # ----------------------------------------------------------- lifecycle
+    def started(self, state: CanaryState) -> None:
+        """The registry put a new canary into service: watch its window."""
+        log.info("model %s: version %s is a canary for %.0f%% of traffic (stable %s)", state.model,
+                 state.version, state.fraction * 100, state.stable)
+        old = self._watchers.pop(state.model, None)
+        if old is not None:
+            old.cancel()
+        self._watchers[state.model] = self.registry.spawn(self._watch(state))
+
+    async def _watch(self, state: CanaryState) -> None:
+        settings = self.settings_for(state.model)
+        while state.live:
+            window = settings.canary_window_seconds
+            timeout = None if window is None else max(0.05, state.started + window - time.monotonic())
+            try:
+                await asyncio.wait_for(state.changed.wait(), timeout)
+            except TimeoutError:
+                pass
+            state.changed.clear()
+            if not state.live:
+                return
+            done = state.canary_side.requests >= settings.canary_window_requests
+            if (window is not None and time.monotonic() - state.started >= window
+                    and state.canary_side.requests >= settings.canary_min_requests):
+                done = True
+            # Every answer so far was an error: no need to wait for the window to close.
+            c = state.canary_side
+            if c.requests >= settings.canary_min_requests and c.errors == c.requests:
+                done = True
+            if done:
+                promote, why = decide(state, settings)
+                await self._finish(state, PROMOTED if promote else ROLLED_BACK, why, manual=False)
+                return
+
+    async def promote(self, model: str) -> dict[str, Any]:
+        state = self._live(model)
+        await self._finish(state, PROMOTED, "promoted by hand", manual=True)
+        return state.to_dict()
+
+    async def rollback(self, model: str) -> dict[str, Any]:
+        state = self._live(model)
+        await self._finish(state, ROLLED_BACK, "rolled back by hand", manual=True)
+        return state.to_dict()
+
+    def _live(self, model: str) -> CanaryState:
+        self.registry.record(model)  # 404/503 for an unknown or unloaded model
+        state = self.current(model)
+        if state is None or not state.live:
+            raise BadRequest(f"model {model!r} has no canary in progress")
+        return state
+
+    async def _finish(self, state: CanaryState, outcome: str, why: str, *, manual: bool) -> None:
+        if not state.live:
+            return
+        state.state, state.reason = outcome, why
+        report = {**state.to_dict(), "manual": manual,
+                  "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        repo = self.registry.repo
+        (log.warning if outcome == ROLLED_BACK else log.info)(
+            "model %s version %s: canary %s: %s", state.model, state.version, outcome.replace("_", " "), why)
+        # The decision goes into the manifest first: the registry's plan reads it, and a
+        # restart must not put a rejected version back into service.
+        if outcome == PROMOTED:
+            await asyncio.to_thread(repo.update_manifest, state.model, state.version, canary=report)
+        else:
+            await asyncio.to_thread(repo.update_manifest, state.model, state.version, status=REJECTED,
+                                    canary=report)
+        self.decisions[(state.model, outcome)] = self.decisions.get((state.model, outcome), 0) + 1
+        self.history.setdefault(state.model, []).append(report)
+        del self.history[state.model][:-20]
+        state.changed.set()
+        await self.registry.reconcile(state.model)
+
+    def parameters(self, model: str) -> dict[str, Any]:
+        """What the model's metadata shows under ``parameters``."""
+        state = self.current(model)
+        out: dict[str, Any] = {}
+        if state is not None:
+            out["canary"] = state.to_dict()
+        if self.history.get(model):
+            out["last_canary"] = self.history[model][-1]
+        return out
+
+    async def close(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        self._watchers.clear()

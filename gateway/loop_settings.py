@@ -1,0 +1,111 @@
+"""Settings of the online-learning loop: feedback, request capture, fine-tune jobs, canaries.
+
+``Settings.loop`` holds the defaults for every model; ``Settings.loop_models[name]``
+overrides fields for one model (only the fields given are changed), e.g. in TOML::
+
+    [loop]
+    trigger = "samples"
+    trigger_samples = 500
+
+    [loop_models.digits]
+    np = 2
+    data = ["feedback:", "/data/digits-replay.npz"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field
+
+MiB = 1 << 20
+
+
+class LoopSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # ------------------------------------------------------------- feedback
+    feedback: bool = True
+    """Accept labelled feedback on ``POST /v2/models/{m}/feedback``."""
+
+    label_tensor: str = "label"
+    """Name of the tensor that carries the labels in a feedback request (a request may
+    name another with ``parameters.label_tensor``)."""
+
+    capture: bool = False
+    """Keep the inputs of recent infer requests so feedback can name a request id and send
+    only the label."""
+
+    capture_max_requests: int = Field(10_000, ge=1)
+    """Captured requests kept per model; the oldest are forgotten first."""
+
+    capture_max_bytes: ByteSize = ByteSize(64 * MiB)
+    """Bytes of captured inputs kept per model, in memory and on disk."""
+
+    # ---------------------------------------------------------- fine-tuning
+    trigger: Literal["manual", "samples", "schedule"] = "manual"
+    """When a fine-tune job starts: ``manual`` (``POST /v2/models/{m}/finetune`` only),
+    ``samples`` (also after ``trigger_samples`` new feedback samples), ``schedule`` (also
+    every ``trigger_interval_seconds`` when new feedback has arrived)."""
+
+    trigger_samples: int = Field(1000, ge=1)
+    """New feedback samples that start a job under the ``samples`` trigger."""
+
+    trigger_interval_seconds: float = Field(3600.0, gt=0)
+    """Period of the ``schedule`` trigger."""
+
+    launcher: Literal["local"] = "local"
+    """Where jobs run: ``local`` (a ``tunegate finetune`` subprocess under horovodrun).
+    Server-wide: read from ``Settings.loop`` only."""
+
+    jobs_dir: Path | None = None
+    """Job logs and outcomes (default ``<repo>/.jobs``). Server-wide."""
+
+    program: list[str] | None = None
+    """Command that runs ``tunegate`` (default: this interpreter with ``-m tunegate_cli``).
+    Server-wide."""
+
+    np: int | None = Field(None, ge=1)
+    """Ranks of a job (default: the trainer's, one per core)."""
+
+    data: list[str] = ["feedback:"]
+    """``tunegate finetune --data`` sources: ``feedback:`` is the model's feedback store;
+    add replay data (files) here so the model keeps what it knew."""
+
+    options: list[str] = []
+    """Further ``tunegate finetune`` flags, e.g. ``["--epochs", "10"]``."""
+
+    # --------------------------------------------------------------- canary
+    canary: bool = True
+    """Serve a version published by a fine-tune job to a fraction of traffic first; when
+    off, it takes all traffic at once (the previous behaviour of hot reload)."""
+
+    canary_fraction: float = Field(0.1, gt=0, le=1)
+    """Share of unpinned requests the canary serves."""
+
+    canary_window_requests: int = Field(200, ge=1)
+    """The window closes once the canary has answered this many requests..."""
+
+    canary_window_seconds: float | None = Field(None, gt=0)
+    """...or this long after the canary started, if it has answered at least
+    ``canary_min_requests`` by then."""
+
+    canary_min_requests: int = Field(20, ge=1)
+    """Fewest canary requests a time-based window decides on."""
+
+    max_error_rate_increase: float = Field(0.01, ge=0)
+    """Rollback when the canary's error rate exceeds the stable version's by more."""
+
+    max_p99_ratio: float = Field(3.0, ge=1)
+    """Rollback when the canary's p99 latency exceeds the stable's times this ratio..."""
+
+    p99_slack_ms: float = Field(50.0, ge=0)
+    """...and also exceeds it by more than this (small absolute latencies are noisy)."""
+
+    max_accuracy_drop: float = Field(0.02, ge=0)
+    """Rollback when the canary's accuracy on labelled feedback about its own answers is
+    lower than the stable's by more than this."""
+
+    min_labelled: int = Field(20, ge=1)
+    """Labelled answers each side needs before accuracy is compared."""

@@ -1,0 +1,73 @@
+"""HTTP handlers of the loop: feedback, fine-tune jobs, canary control. Thin, like rest.py;
+every route needs the API key when one is configured."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .loop import CANARY, FEEDBACK, JOBS
+from .rest import HEADER_LENGTH, _json, _model, protected
+from .errors import BinaryDataError
+
+
+@protected
+async def feedback(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    header = request.headers.get(HEADER_LENGTH)
+    try:
+        header_length = int(header) if header is not None else None
+    except ValueError:
+        raise BinaryDataError(f"{HEADER_LENGTH} must be an integer, got {header!r}") from None
+    request.app[FEEDBACK].registry.route(model, split=False)  # 404/503 before reading a body for nothing
+    body = await request.read()
+    return _json(await request.app[FEEDBACK].submit(model, body, header_length))
+
+
+@protected
+async def finetune_start(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    return _json(await request.app[JOBS].start(model), status=202)
+
+
+@protected
+async def finetune_status(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    return _json(await request.app[JOBS].status(model, request.match_info["job_id"]))
+
+
+@protected
+async def finetune_cancel(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    return _json(await request.app[JOBS].cancel(model, request.match_info["job_id"]))
+
+
+@protected
+async def canary_state(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    request.app[FEEDBACK].registry.record(model)
+    return _json({"name": model, **request.app[CANARY].parameters(model)})
+
+
+@protected
+async def canary_promote(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    return _json(await request.app[CANARY].promote(model))
+
+
+@protected
+async def canary_rollback(request: web.Request) -> web.Response:
+    model, _ = _model(request)
+    return _json(await request.app[CANARY].rollback(model))
+
+
+def add_loop_routes(app: web.Application) -> None:
+    model = "/v2/models/{model}"
+    app.router.add_routes([
+        web.post(f"{model}/feedback", feedback),
+        web.post(f"{model}/finetune", finetune_start),
+        web.get(f"{model}/finetune/{{job_id}}", finetune_status),
+        web.post(f"{model}/finetune/{{job_id}}/cancel", finetune_cancel),
+        web.get(f"{model}/canary", canary_state),
+        web.post(f"{model}/canary/promote", canary_promote),
+        web.post(f"{model}/canary/rollback", canary_rollback),
+    ])
