@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                         "(default: the --hosts list)")
     launch.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout "
                                                             "(training progress goes to stderr)")
+    from .submit import add_arguments as add_submit_arguments
+
+    add_submit_arguments(parser.add_argument_group("on Kubernetes"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from .source import resolve_base
 
     validate(args)
+    if args.submit:  # the repository is on the cluster, not here: the pods check it
+        from .submit import submit
+
+        return submit(args)
     resolve_base(args.repo, args.model, args.version)
     check_data_paths(list(args.data) + list(args.val_data or []))
     topo = topology(args.np, args.hosts, elastic=args.elastic, min_np=args.min_np, max_np=args.max_np,

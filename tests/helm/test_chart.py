@@ -154,9 +154,10 @@ def test_the_repository_is_mounted_where_each_container_looks_for_it(rendered, c
             assert f"--model-repository={t_path}" in triton["args"] and "--model-control-mode=poll" in triton["args"]
             assert t_path == path
             claims.add(claim)
-            env = {e["name"]: e.get("value") for e in gw["env"]}
             svc = find(docs, "Service", "-triton")
-            assert env["TUNEGATE_TRITON__URL"] == f"{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}"
+            assert settings["runtime"]["kind"] == "triton"
+            assert settings["runtime"]["triton"]["endpoints"] == [
+                f"{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}"]
     assert len(claims) == 1
     pvcs = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
     if case == "existing-claim-values":
@@ -278,3 +279,14 @@ def test_notes_tell_how_to_reach_the_gateway(helm):
     notes = out.split("NOTES:", 1)[1]
     assert "kubectl port-forward -n ml svc/rel-tunegate-gateway" in notes and "/v2/health/ready" in notes
     assert "WARNING: no API key" in notes
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_gateway_accepts_its_rendered_settings(rendered, case, tmp_path):
+    from gateway.settings import load_settings
+
+    path = tmp_path / "gateway.json"
+    path.write_text(find(rendered[case], "ConfigMap", "-gateway")["data"]["gateway.json"])
+    settings = load_settings(path)  # extra="forbid": an unknown key fails here
+    mount = find(rendered[case], "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]
+    assert str(settings.repo) == mount["mountPath"] and settings.host == "0.0.0.0"
