@@ -229,7 +229,9 @@ class CanaryController:
             state.changed.clear()
             if not state.live:
                 return
-            done = state.canary_side.requests >= settings.canary_window_requests
+            labelled = min(state.canary_side.labelled, state.stable_side.labelled) >= settings.min_labelled
+            done = (state.canary_side.requests >= settings.canary_window_requests
+                    and (labelled or not settings.canary_wait_for_labels))
             if (window is not None and time.monotonic() - state.started >= window
                     and state.canary_side.requests >= settings.canary_min_requests):
                 done = True

@@ -94,6 +94,10 @@ class LoopSettings(BaseModel):
     canary_min_requests: int = Field(20, ge=1)
     """Fewest canary requests a time-based window decides on."""
 
+    canary_wait_for_labels: bool = False
+    """The request window also waits until each side has ``min_labelled`` labelled answers,
+    so accuracy is always compared (a ``canary_window_seconds`` window still closes on time)."""
+
     max_error_rate_increase: float = Field(0.01, ge=0)
     """Rollback when the canary's error rate exceeds the stable version's by more."""
 
