@@ -1,0 +1,39 @@
+"""Real tritonserver processes for tests (the binary from the ``nvidia-pytriton`` wheel).
+
+Tests that need one skip, with the install line, only when the binary is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from model_repo.triton import STUB_PACKAGES_HINT, TritonServer, default_stub_packages, find_tritonserver
+
+INSTALL_HINT = "pip install --no-deps nvidia-pytriton==0.7.0"
+
+
+def require_tritonserver():
+    install = find_tritonserver()
+    if install is None:
+        pytest.skip(f"no tritonserver binary: {INSTALL_HINT}")
+    if default_stub_packages() is None:
+        # Not a skip: with the binary present the stub's numpy<2 is a setup step, not optional.
+        pytest.fail(f"tritonserver found but not the stub's numpy<2: {STUB_PACKAGES_HINT}")
+    return install
+
+
+@contextlib.contextmanager
+def tritonserver(view: Path, *, poll_seconds: float | None = 1, port: int | None = None,
+                 **kwargs) -> Iterator[TritonServer]:
+    server = TritonServer(require_tritonserver(), view, poll_seconds=poll_seconds, **kwargs)
+    if port is not None:
+        server.http_port = port
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
