@@ -27,8 +27,10 @@ from .keys import DATAPLANE, METRICS_REGISTRY, REGISTRY, SETTINGS, STATS
 from .loop import REQUEST_ID as REQUEST_ID_VAR
 from .loop import setup_loop
 from .metrics import build_registry
-from .registry import Registry, RuntimeFactory, onnx_runtime_factory
+from .registry import Registry, RuntimeFactory
 from .rest import add_routes
+from .runtime.endpoints import TRITON_FLEET, TritonFleet
+from .runtime.triton import runtime_factory as triton_aware_factory
 from .settings import Settings
 from .stats import StatsBook
 
@@ -84,12 +86,14 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 
 def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None = None,
-               runtime_factory: RuntimeFactory = onnx_runtime_factory) -> web.Application:
+               runtime_factory: RuntimeFactory | None = None) -> web.Application:
     app = web.Application(client_max_size=int(settings.max_body_bytes),
                           middlewares=[request_id_middleware, error_middleware])
     repo = Repository(settings.repo)
     book = StatsBook()
-    registry = Registry(repo, settings, book, runtime_factory)
+    fleet = TritonFleet()  # Triton endpoint pools, shared by every model forwarded to them
+    registry = Registry(repo, settings, book, runtime_factory or triton_aware_factory(fleet))
+    app[TRITON_FLEET] = fleet
     app[SETTINGS] = settings
     app[STATS] = book
     app[REGISTRY] = registry
@@ -98,11 +102,17 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
         book, lambda: [(s.model, s.version, s.runtime.platform, s.runtime.provider) for s in registry.serving()],
         metrics_registry)
     add_routes(app)
+    app.cleanup_ctx.append(_fleet_ctx)  # first in, last out: closed after the registry drains
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_watcher_ctx)
     setup_loop(app, app[METRICS_REGISTRY])  # after the registry's step: its clean-up runs first
     app.on_shutdown.append(_begin_shutdown)
     return app
+
+
+async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[TRITON_FLEET].close()
 
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -22,7 +22,7 @@ from model_repo import ModelConfig, Repository, RepoEvent
 from model_repo import ModelNotFound as RepoModelNotFound
 from model_repo import RepositoryError
 
-from .batching import Batcher, BatchPolicy
+from .batching import Batcher
 from .canary import CanaryState, plan_versions
 from .errors import LoadError, ModelNotFound, ModelNotReady, ServerNotReady, VersionNotFound
 from .runtime.base import Runtime
@@ -265,7 +265,7 @@ class Registry:
         runtime = await asyncio.to_thread(self._factory, self.repo, model, version, config, self.settings)
         await runtime.load()
         stats = self.book.get(model, version)
-        policy = BatchPolicy.from_config(config, self.settings.max_queue_size)
+        policy = runtime.batch_policy(self.settings.max_queue_size)
         output_names = runtime.signature.output_names
 
         async def run(inputs):
@@ -274,7 +274,8 @@ class Registry:
         batcher = Batcher(run, policy, concurrency=runtime.concurrency, stats=stats,
                           name=f"model {model!r} version {version}")
         batcher.start()
-        return ServedVersion(model, version, config, runtime, batcher, stats)
+        # runtime.config: a runtime may serve a config of its own (Triton's, auto-completed).
+        return ServedVersion(model, version, runtime.config, runtime, batcher, stats)
 
     # ------------------------------------------------------------- unloading
     async def unload(self, model: str) -> None:

@@ -22,12 +22,60 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
+class TritonSettings(BaseModel):
+    """Forwarding a model to a fleet of Triton servers (``RuntimeSettings.kind = "triton"``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[str] = []
+    """Triton HTTP endpoints as ``host:port`` (no scheme); requests go to the healthy one
+    with the fewest requests in flight."""
+
+    model_name: str | None = None
+    """The model's name in Triton; None: the same name as in the gateway."""
+
+    request_timeout_seconds: float = Field(30.0, gt=0)
+    """Longest wait for Triton's answer; a timed-out request is answered 504, never retried."""
+
+    retries: int = Field(2, ge=0)
+    """Further endpoints to try when one cannot be connected to (no request byte sent)."""
+
+    failure_threshold: int = Field(3, ge=1)
+    """Transport failures in a row that open an endpoint's circuit (no traffic until a
+    readiness probe succeeds)."""
+
+    health_interval_seconds: float = Field(2.0, gt=0)
+    """How often every endpoint's ``/v2/health/ready`` is probed."""
+
+    probe_timeout_seconds: float = Field(2.0, gt=0)
+    """Longest wait for one readiness probe."""
+
+    ready_timeout_seconds: float = Field(60.0, ge=0)
+    """How long loading a version waits for some endpoint to serve it (Triton may poll its
+    repository later than the gateway)."""
+
+    max_outstanding: int = Field(64, ge=1)
+    """Requests in flight per endpoint (its connection pool size)."""
+
+    gateway_batching: bool = False
+    """Merge requests in the gateway too. Off by default: Triton batches, and batching twice
+    only adds delay."""
+
+
 class RuntimeSettings(BaseModel):
-    """How one model's versions run on onnxruntime. ``Settings.runtime`` is the default;
+    """How one model's versions run on onnxruntime (or, with ``kind="triton"``, where
+    they are forwarded). ``Settings.runtime`` is the default;
     ``Settings.models[name]`` overrides fields for one model; an ``instance_group`` count
     in the model's ``config.pbtxt`` overrides ``instance_count``."""
 
     model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["onnxruntime", "triton"] = "onnxruntime"
+    """``onnxruntime``: run the version in this process. ``triton``: forward its requests to
+    the Triton servers in ``triton`` (metadata and config then come from Triton)."""
+
+    triton: TritonSettings = TritonSettings()
+    """Where and how a ``kind="triton"`` model is forwarded."""
 
     provider: Literal["auto", "cuda", "cpu"] = "auto"
     """``auto``: CUDA when onnxruntime has it and the device has at least
@@ -149,7 +197,18 @@ class Settings(BaseSettings):
         override = self.models.get(model)
         if override is None:
             return self.runtime
-        return self.runtime.model_copy(update=override.model_dump(exclude_unset=True))
+        # Validated, and merged field by field into nested tables (``triton``), so an override
+        # of one nested field keeps the defaults' others.
+        return RuntimeSettings.model_validate(_merge(self.runtime.model_dump(),
+                                                     override.model_dump(exclude_unset=True)))
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
 
 
 class ConfigFileError(GatewayError):

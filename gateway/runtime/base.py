@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from model_repo import ModelConfig
 
+from ..batching import BatchPolicy
 from ..settings import RuntimeSettings
 from ..signature import Signature
 
@@ -42,6 +43,10 @@ class Runtime(ABC):
     def parameters(self) -> dict[str, Any]:
         """Extra facts shown in the model's metadata under ``parameters``."""
         return {"execution_provider": self.provider, "instance_count": self.concurrency}
+
+    def batch_policy(self, default_max_queue_size: int) -> BatchPolicy:
+        """How the gateway queues and merges this version's requests (from its config)."""
+        return BatchPolicy.from_config(self.config, default_max_queue_size)
 
     def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Convert validated inputs to what this backend takes (raise ``BadRequest`` if it

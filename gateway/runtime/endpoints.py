@@ -1,0 +1,227 @@
+"""A fleet of Triton endpoints: health checks, least-outstanding balancing, circuits, retries.
+
+One :class:`EndpointPool` per distinct endpoint list, shared by every model and version
+that forwards to it (``TritonFleet`` hands them out), so the outstanding-request counts
+and circuit states are the endpoints' own, not one model's view of them.
+
+An endpoint's circuit opens when ``failure_threshold`` calls in a row fail at the
+transport level (refused, reset, timed out) or when a readiness probe fails; an open
+endpoint takes no traffic until a probe finds it ready again. A call is retried on
+another endpoint only when it failed to connect, i.e. no byte of the request reached a
+server: anything later may have run the model already, and inference is not assumed to be
+idempotent (feedback capture and stats would count it twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import tritonclient.http.aio as triton_aio
+from aiohttp import web
+from tritonclient.utils import InferenceServerException
+
+from ..errors import BadRequest, GatewayError, InferenceError
+from ..settings import TritonSettings
+
+log = logging.getLogger("tunegate.triton")
+T = TypeVar("T")
+
+
+class NoHealthyEndpoint(GatewayError):
+    status = 503
+
+
+class UpstreamError(GatewayError):
+    """Triton could not be reached, dropped the connection, or failed the request."""
+
+    status = 502
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+
+
+@dataclass(eq=False)
+class Endpoint:
+    url: str  # host:port of Triton's HTTP service
+    client: triton_aio.InferenceServerClient
+    outstanding: int = 0
+    failures: int = 0  # consecutive transport failures
+    open: bool = False  # circuit open: no traffic until a readiness probe succeeds
+    last_error: str = ""
+    opened_at: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.url, "state": "open" if self.open else "closed", "outstanding": self.outstanding,
+                "consecutive_failures": self.failures, "last_error": self.last_error}
+
+
+@dataclass(eq=False)
+class EndpointPool:
+    settings: TritonSettings
+    endpoints: list[Endpoint]
+    _session: aiohttp.ClientSession
+    _turn: itertools.count = field(default_factory=itertools.count)
+    _health: asyncio.Task | None = None
+
+    @classmethod
+    def create(cls, settings: TritonSettings) -> EndpointPool:
+        """Must run on the event loop (the HTTP sessions bind to it)."""
+        endpoints = [Endpoint(url, triton_aio.InferenceServerClient(
+            url, conn_limit=settings.max_outstanding, conn_timeout=settings.request_timeout_seconds))
+            for url in settings.endpoints]
+        probe = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.probe_timeout_seconds))
+        pool = cls(settings, endpoints, probe)
+        pool._health = asyncio.create_task(pool._probe_forever(), name="triton health checks")
+        return pool
+
+    # ------------------------------------------------------------- choosing
+    def pick(self, exclude: set[int] = frozenset()) -> Endpoint:
+        """The closed-circuit endpoint with the fewest requests in flight; ties rotate."""
+        candidates = [e for i, e in enumerate(self.endpoints) if not e.open and i not in exclude]
+        if not candidates:
+            raise NoHealthyEndpoint(self._why_none(exclude))
+        least = min(e.outstanding for e in candidates)
+        tied = [e for e in candidates if e.outstanding == least]
+        return tied[next(self._turn) % len(tied)]
+
+    def _why_none(self, exclude) -> str:
+        parts = [f"{e.url}: {'circuit open' if e.open else 'already tried'}"
+                 + (f" ({e.last_error})" if e.last_error else "") for e in self.endpoints]
+        return "no healthy Triton endpoint: " + "; ".join(parts)
+
+    @property
+    def healthy(self) -> list[Endpoint]:
+        return [e for e in self.endpoints if not e.open]
+
+    # --------------------------------------------------------------- calling
+    async def call(self, fn: Callable[[triton_aio.InferenceServerClient], Awaitable[T]], what: str) -> T:
+        """Run ``fn`` against the best endpoint; retry elsewhere only if it never connected."""
+        tried: set[int] = set()
+        attempts = 1 + self.settings.retries
+        while True:
+            endpoint = self.pick(tried)
+            tried.add(self.endpoints.index(endpoint))
+            endpoint.outstanding += 1
+            try:
+                async with asyncio.timeout(self.settings.request_timeout_seconds):
+                    result = await fn(endpoint.client)
+            except aiohttp.ClientConnectorError as exc:  # before any byte was sent
+                self._failed(endpoint, f"cannot connect: {exc.os_error or exc}")
+                if len(tried) < attempts and len(tried) < len(self.endpoints):
+                    continue
+                raise UpstreamError(f"{what}: Triton at {endpoint.url} is unreachable ({endpoint.last_error})"
+                                    f"{self._tried(tried)}") from None
+            except TimeoutError:
+                self._failed(endpoint, f"no answer within {self.settings.request_timeout_seconds:g}s")
+                raise UpstreamTimeout(f"{what}: Triton at {endpoint.url} did not answer within "
+                                      f"{self.settings.request_timeout_seconds:g}s (not retried: the request "
+                                      "may have run)") from None
+            except (aiohttp.ClientError, ConnectionError) as exc:  # bytes may have reached it
+                self._failed(endpoint, f"{type(exc).__name__}: {exc}")
+                raise UpstreamError(f"{what}: Triton at {endpoint.url} failed mid-request "
+                                    f"({type(exc).__name__}: {exc}); not retried: the request may have run") from None
+            except InferenceServerException as exc:
+                raise _mapped(exc, what, endpoint.url) from None
+            else:
+                endpoint.failures = 0
+                return result
+            finally:
+                endpoint.outstanding -= 1
+
+    def _tried(self, tried: set[int]) -> str:
+        if len(tried) < 2:
+            return ""
+        return "; also tried " + ", ".join(self.endpoints[i].url for i in sorted(tried)[:-1])
+
+    def _failed(self, endpoint: Endpoint, error: str) -> None:
+        endpoint.failures += 1
+        endpoint.last_error = error
+        if not endpoint.open and endpoint.failures >= self.settings.failure_threshold:
+            self._open(endpoint, f"{endpoint.failures} failures in a row")
+
+    def _open(self, endpoint: Endpoint, why: str) -> None:
+        endpoint.open = True
+        endpoint.opened_at = time.monotonic()
+        log.warning("Triton endpoint %s: circuit open (%s: %s)", endpoint.url, why, endpoint.last_error)
+
+    # ---------------------------------------------------------------- health
+    async def probe(self, endpoint: Endpoint) -> bool:
+        try:
+            async with self._session.get(f"http://{endpoint.url}/v2/health/ready") as response:
+                await response.read()
+                ready = response.status == 200
+                error = "" if ready else f"not ready (HTTP {response.status})"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ready, error = False, f"readiness probe failed: {type(exc).__name__}: {exc}"
+        if ready:
+            if endpoint.open:
+                log.info("Triton endpoint %s: ready again, circuit closed", endpoint.url)
+            endpoint.open, endpoint.failures = False, 0
+        else:
+            endpoint.last_error = error
+            if not endpoint.open:
+                self._open(endpoint, "readiness probe")
+        return ready
+
+    async def probe_all(self) -> None:
+        await asyncio.gather(*(self.probe(e) for e in self.endpoints))
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await self.probe_all()
+            await asyncio.sleep(self.settings.health_interval_seconds)
+
+    async def close(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health
+        await self._session.close()
+        for endpoint in self.endpoints:
+            await endpoint.client.close()
+
+
+def _mapped(exc: InferenceServerException, what: str, url: str) -> GatewayError:
+    """Triton answered with an error: the request reached it, so never retried."""
+    status = exc.status() or ""
+    message = f"{what}: Triton at {url}: {exc.message()}"
+    if status.startswith("4"):
+        return BadRequest(message)
+    if status == "503":
+        return UpstreamError(message)
+    return InferenceError(message)
+
+
+class TritonFleet:
+    """The endpoint pools of one gateway, by endpoint list; closed with the app."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple, EndpointPool] = {}
+
+    def pool(self, settings: TritonSettings) -> EndpointPool:
+        key = (tuple(settings.endpoints), settings.model_dump_json(exclude={"model_name", "gateway_batching",
+                                                                            "ready_timeout_seconds"}))
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = EndpointPool.create(settings)
+        return pool
+
+    def pools(self) -> list[EndpointPool]:
+        return list(self._pools.values())
+
+    async def close(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.close()
+
+
+TRITON_FLEET = web.AppKey("triton_fleet", TritonFleet)
