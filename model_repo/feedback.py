@@ -201,9 +201,18 @@ def list_shards(directory: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _SHARD_RE.match(p.name))
 
 
-def read_shard(path: Path) -> tuple[list[tuple[float, dict[str, np.ndarray]]], bool]:
-    """All complete records of one shard, and whether a torn tail was skipped."""
-    data = path.read_bytes()
+def snapshot(directory: str | os.PathLike[str]) -> dict[str, int]:
+    """The store as it is now: each shard's name and size. Shards only grow, so reading up to
+    these sizes gives the same records later, however much was appended meanwhile; a
+    distributed job takes one snapshot and every rank reads exactly that."""
+    return {p.name: p.stat().st_size for p in list_shards(directory)}
+
+
+def read_shard(path: Path, limit: int | None = None) -> tuple[list[tuple[float, dict[str, np.ndarray]]], bool]:
+    """All complete records of one shard (of its first ``limit`` bytes), and whether a torn
+    tail was skipped."""
+    with path.open("rb") as f:
+        data = f.read() if limit is None else f.read(limit)
     if len(data) < len(SHARD_MAGIC):
         return [], bool(data)  # crashed while creating the shard
     if data[:len(SHARD_MAGIC)] != SHARD_MAGIC:
@@ -230,14 +239,21 @@ def read_shard(path: Path) -> tuple[list[tuple[float, dict[str, np.ndarray]]], b
     return records, False
 
 
-def read_feedback(directory: str | os.PathLike[str]) -> FeedbackData:
-    """Every complete record in ``directory``, oldest shard first."""
+def read_feedback(directory: str | os.PathLike[str], at: Mapping[str, int] | None = None) -> FeedbackData:
+    """Every complete record in ``directory``, oldest shard first; with ``at`` (a
+    :func:`snapshot`), only what the store held then."""
     inputs: dict[str, list[np.ndarray]] = {}
     labels: list[np.ndarray] = []
     stamps: list[np.ndarray] = []
     count = torn = 0
-    for shard in list_shards(directory):
-        records, had_torn_tail = read_shard(shard)
+    shards = list_shards(directory)
+    if at is not None:
+        missing = sorted(set(at) - {p.name for p in shards})
+        if missing:
+            raise FeedbackCorrupt(f"{directory}: shards {missing} of the snapshot are gone")
+        shards = [p for p in shards if p.name in at]
+    for shard in shards:
+        records, had_torn_tail = read_shard(shard, None if at is None else at[shard.name])
         torn += had_torn_tail
         for timestamp, arrays in records:
             names = {k[len(_INPUT_PREFIX):] for k in arrays if k.startswith(_INPUT_PREFIX)}

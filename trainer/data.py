@@ -12,7 +12,7 @@ records the same lineage.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,20 +43,36 @@ class Dataset:
         return "sha256:" + h.hexdigest()
 
 
+def feedback_stores(paths: Sequence[str], *, repo_root: Path | None = None, model: str | None = None) -> list[Path]:
+    """The feedback stores among ``paths`` (``feedback:``, ``feedback:DIR`` or a directory)."""
+    return [store for spec in paths if (store := _feedback_store(spec, repo_root, model)) is not None]
+
+
+def _feedback_store(spec: str, repo_root: Path | None, model: str | None) -> Path | None:
+    if spec.startswith(FEEDBACK_SCHEME):
+        where = spec[len(FEEDBACK_SCHEME):]
+        if where:
+            return Path(where)
+        if repo_root is None or model is None:
+            raise DataError("'feedback:' needs --repo and --model")
+        return feedback_dir(repo_root, model)
+    return Path(spec) if Path(spec).is_dir() else None
+
+
 def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, label: str | None = None,
-              repo_root: Path | None = None, model: str | None = None) -> Dataset:
-    """Read and concatenate every source; raises :class:`DataError` with the file's name."""
+              repo_root: Path | None = None, model: str | None = None,
+              snapshots: Mapping[str, Mapping[str, int]] | None = None) -> Dataset:
+    """Read and concatenate every source; raises :class:`DataError` with the file's name.
+
+    ``snapshots`` (store path -> :func:`model_repo.feedback.snapshot`) pins what is read of
+    a feedback store the gateway may still be appending to, so every rank reads the same."""
     if not paths:
         raise DataError("no data given (--data PATH...)")
     xs, ys = [], []
     for spec in paths:
-        if spec == FEEDBACK_SCHEME or spec.startswith(FEEDBACK_SCHEME):
-            where = spec[len(FEEDBACK_SCHEME):]
-            if not where:
-                if repo_root is None or model is None:
-                    raise DataError("'feedback:' needs --repo and --model")
-                where = str(feedback_dir(repo_root, model))
-            x, y = _load_feedback(Path(where), features)
+        store = _feedback_store(spec, repo_root, model)
+        if store is not None:
+            x, y = _load_feedback(store, features, (snapshots or {}).get(str(store)))
         else:
             x, y = _load_file(Path(spec), features, label)
         if x.shape[0] != y.shape[0]:
@@ -73,8 +89,6 @@ def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, la
 
 
 def _load_file(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[np.ndarray, np.ndarray]:
-    if path.is_dir():
-        return _load_feedback(path, features)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     suffix = path.suffix.lower()
@@ -121,9 +135,10 @@ def _load_table(path: Path, features: Sequence[str] | None, label: str) -> tuple
     return x, table.column(label).to_numpy()
 
 
-def _load_feedback(directory: Path, features: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+def _load_feedback(directory: Path, features: Sequence[str] | None,
+                   at: Mapping[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     try:
-        data = read_feedback(directory)
+        data = read_feedback(directory, at)
     except FeedbackCorrupt as exc:
         raise DataError(str(exc)) from None
     if not data.records:

@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 def fine_tune(hvd, args: argparse.Namespace, threads: int) -> dict:
     import keras
 
-    from .data import load_data, split_validation
+    from model_repo.feedback import snapshot
+
+    from .data import feedback_stores, load_data, split_validation
     from .distributed import broadcast_variables, gather_checksums
     from .elastic_state import KerasState
     from .gate import Gate
@@ -75,11 +77,17 @@ def fine_tune(hvd, args: argparse.Namespace, threads: int) -> dict:
     rank = hvd.rank()
     base = resolve_base(args.repo, args.model, args.version)
     model = load_keras(base)
-    data = load_data(args.data, features=args.features, label=args.label, repo_root=args.repo, model=args.model)
+    # The gateway may append feedback while ranks start at different moments: rank 0 pins
+    # what the job trains on, and every rank reads exactly that.
+    stores = feedback_stores([*args.data, *(args.val_data or [])], repo_root=args.repo, model=args.model)
+    snapshots = {str(s): snapshot(s) for s in stores} if rank == 0 else None
+    snapshots = hvd.broadcast_object(snapshots, root_rank=0) if stores else None
+    sources = dict(features=args.features, label=args.label, repo_root=args.repo, model=args.model,
+                   snapshots=snapshots)
+    data = load_data(args.data, **sources)
     if args.val_data:
         train_data = data
-        val_data = load_data(args.val_data, features=args.features, label=args.label,
-                             repo_root=args.repo, model=args.model)
+        val_data = load_data(args.val_data, **sources)
     else:
         train_data, val_data = split_validation(data, args.val_split, args.seed)
     check_inputs(model, train_data.x, "training data")

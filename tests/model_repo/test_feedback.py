@@ -19,6 +19,7 @@ from model_repo.feedback import (
     feedback_dir,
     list_shards,
     read_feedback,
+    snapshot,
 )
 
 
@@ -170,3 +171,32 @@ def test_records_survive_the_writer_being_killed(tmp_path):
     data = read_feedback(tmp_path)
     assert len(data) >= acknowledged + 1
     np.testing.assert_array_equal(data.labels[: acknowledged + 1], np.arange(acknowledged + 1))
+
+
+def test_snapshot_pins_what_is_read_while_appends_go_on(tmp_path):
+    writer = FeedbackWriter(tmp_path, max_shard_bytes=700)
+    for i in range(3):
+        writer.append(*_record(i))
+    pinned = snapshot(tmp_path)
+    before = read_feedback(tmp_path, pinned)
+    for i in range(3, 9):  # more records, and new shards by rotation
+        writer.append(*_record(i))
+    writer.close()
+    assert len(list_shards(tmp_path)) > len(pinned)
+    again = read_feedback(tmp_path, pinned)
+    assert again.records == before.records == 3
+    np.testing.assert_array_equal(again.inputs["x"], before.inputs["x"])
+    assert read_feedback(tmp_path).records == 9
+
+
+def test_snapshot_cut_inside_a_record_reads_as_a_torn_tail(tmp_path):
+    with FeedbackWriter(tmp_path) as writer:
+        writer.append(*_record(0))
+        writer.append(*_record(1))
+    (shard,) = list_shards(tmp_path)
+    cut = {shard.name: shard.stat().st_size - 5}  # as if a stat saw an append half done
+    data = read_feedback(tmp_path, cut)
+    assert data.records == 1 and data.torn_records == 1
+    shard.unlink()
+    with pytest.raises(FeedbackCorrupt, match="of the snapshot are gone"):
+        read_feedback(tmp_path, cut)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_repo.feedback import FeedbackWriter
+from model_repo.feedback import FeedbackWriter, feedback_dir, snapshot
 from trainer import checkpoint as ckpt
-from trainer.data import Dataset, epoch_batches, load_data, shard, split_validation, steps_per_epoch
+from trainer.data import Dataset, epoch_batches, feedback_stores, load_data, shard, split_validation, steps_per_epoch
 from trainer.errors import DataError, TrainerError
 from trainer.gate import Gate
 from trainer.schedule import learning_rate
@@ -53,6 +53,19 @@ def test_feedback_scheme_reads_the_models_default_store(tmp_path, small):
     assert len(load_data(["feedback:"], repo_root=tmp_path, model="digits")) == 30
     with pytest.raises(DataError, match="holds no records"):
         load_data(["feedback:"], repo_root=tmp_path, model="other")
+
+
+def test_feedback_snapshot_pins_the_training_data(tmp_path, small):
+    x, y = small
+    store = feedback_dir(tmp_path, "m")
+    with FeedbackWriter(store) as writer:
+        writer.append({"pixels": x[:10]}, y[:10])
+        stores = feedback_stores(["feedback:"], repo_root=tmp_path, model="m")
+        pinned = {str(s): snapshot(s) for s in stores}
+        writer.append({"pixels": x[10:20]}, y[10:20])
+    assert stores == [store]
+    assert len(load_data(["feedback:"], repo_root=tmp_path, model="m", snapshots=pinned)) == 10
+    assert len(load_data(["feedback:"], repo_root=tmp_path, model="m")) == 20
 
 
 def test_data_errors_name_the_file_and_the_problem(tmp_path, small):
