@@ -36,6 +36,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing Python dependencies"
     "$PY" -m pip install -q --upgrade pip setuptools wheel
     "$PY" -m pip install -q -e '.[tf,trainer,dev]'
+    # A real tritonserver (Python backend only) for the Triton runtime's tests and the peer
+    # benchmark. --no-deps: its numpy<2 pin is for PyTriton's own API, which we do not use;
+    # the backend stub does need numpy<2, kept apart from .venv (model_repo/triton.py).
+    "$PY" -m pip install -q --no-deps nvidia-pytriton==0.7.0
+    "$PY" -m pip install -q --no-deps --upgrade --target "$VENV/triton-stub" "numpy<2"
     echo "$want" >"$stamp"
 fi
 
