@@ -14,10 +14,8 @@ Exit 0 means a new version was published.
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_NOT_PROMOTED = 3
+# One definition, shared with the gateway's launchers (which read them back as job states).
+from model_repo.jobs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_OK  # noqa: F401
 
 
 class TrainerError(Exception):

@@ -1,9 +1,10 @@
 """``tunegate finetune --submit``: run the fine-tune as a Kubernetes Job from a workstation.
 
 The chapter's "build a job and spark-submit it", done the Kubernetes way: the Job is the
-one the gateway's Kubernetes launcher would create (``gateway/jobs/kubernetes.py``), made
-from the Helm release's fine-tune template (the ``<release>-tunegate-finetune`` ConfigMap,
-or ``--job-template`` with a file ``helm template`` wrote). ``--repo`` is where the rank
+one the gateway's Kubernetes launcher would create (both build it with
+``model_repo.kubernetes_job``, since the trainer never imports the gateway), made from the
+Helm release's fine-tune template (the ``<release>-tunegate-finetune`` ConfigMap, or
+``--job-template`` with a file ``helm template`` wrote). ``--repo`` is where the rank
 pods mount the repository (the chart's ``repository.mountPath``). ``--dry-run`` prints the
 Job instead of creating it; with ``--job-template`` it needs no cluster at all.
 """
@@ -11,14 +12,19 @@ Job instead of creating it; with ``--job-template`` it needs no cluster at all.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import datetime as dt
 import json
 import sys
+import time
 
-from .errors import EXIT_OK
+from model_repo.jobs import EXIT_FAILED, EXIT_OK, JobSpec, JobState, JobStatus
+from model_repo.kubernetes_job import JobClusterError, KubernetesJobs, connect, current_namespace, job_manifest, \
+    job_name, load_template, name_prefix
+
 from .options import to_argv
+
+POLL_SECONDS = 5.0  # --wait: a Job's conditions change on the scale of pod starts, not faster
 
 # The JobSpec fields; every other job flag travels in JobSpec.options.
 _SPEC_FIELDS = ("repo", "model", "data", "version")
@@ -51,9 +57,7 @@ def _trim_dash(text: str) -> str:  # sprig's trimSuffix "-": one dash, not all
     return text[:-1] if text.endswith("-") else text
 
 
-def job_spec(args: argparse.Namespace, job_id: str):
-    from gateway.jobs.launcher import JobSpec
-
+def job_spec(args: argparse.Namespace, job_id: str) -> JobSpec:
     rest = copy.copy(args)
     for name in _SPEC_FIELDS:
         setattr(rest, name, None)
@@ -62,8 +66,6 @@ def job_spec(args: argparse.Namespace, job_id: str):
 
 
 def _template(args: argparse.Namespace, namespace: str, api):
-    from gateway.jobs.kubernetes import ClusterError, load_template
-
     if args.job_template:
         return load_template(args.job_template)
     import yaml
@@ -74,15 +76,13 @@ def _template(args: argparse.Namespace, namespace: str, api):
     try:
         cm = client.CoreV1Api(api).read_namespaced_config_map(name, namespace)
     except ApiException as exc:
-        raise ClusterError(f"cannot read ConfigMap {namespace}/{name} (is release {args.release!r} installed "
+        raise JobClusterError(f"cannot read ConfigMap {namespace}/{name} (is release {args.release!r} installed "
                            f"there?): {exc.status} {exc.reason}") from None
     return yaml.safe_load((cm.data or {}).get("job.yaml", "")) or {}
 
 
 def _connection(args: argparse.Namespace):
     """(api client or None, namespace). A dry run with a template file needs no cluster."""
-    from gateway.jobs.kubernetes import connect
-
     if args.dry_run and args.job_template:
         return None, args.namespace or "default"
     api = connect(args.context)
@@ -96,8 +96,6 @@ def _connection(args: argparse.Namespace):
         except (config.ConfigException, OSError):
             namespace = None
         if namespace is None:
-            from gateway.jobs.kubernetes import current_namespace
-
             namespace = current_namespace()
     return api, namespace
 
@@ -105,36 +103,41 @@ def _connection(args: argparse.Namespace):
 def submit(args: argparse.Namespace) -> int:
     import yaml
 
-    from gateway.jobs.kubernetes import KubernetesLauncher, job_manifest, job_name
-
     job_id = args.job_id or f"{args.model}-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
     spec = job_spec(args, job_id)
     api, namespace = _connection(args)
     template = _template(args, namespace, api)
-    launcher = KubernetesLauncher(template, namespace=namespace, repo=args.repo, repo_mount=args.repo,
-                                  api_client=api)
-    name = job_name(launcher.name_prefix, job_id)
+    name = job_name(name_prefix(template), job_id)
+    manifest = job_manifest(template, spec, name=name, repo_mount=args.repo)
     if args.dry_run:
-        manifest = job_manifest(template, spec, name=name, repo_mount=args.repo)
         manifest["metadata"]["namespace"] = namespace
         yaml.safe_dump(manifest, sys.stdout, sort_keys=False)
         return EXIT_OK
 
-    async def go():
-        try:
-            st = await launcher.start(spec)
-            print(f"created Job {namespace}/{name} ({spec.np or template['spec'].get('completions')} ranks); "
-                  f"follow it with: kubectl logs -n {namespace} -f job/{name}", file=sys.stderr)
-            if args.wait:
-                st = await launcher.wait(job_id)
-            return st
-        finally:
-            await launcher.close()
-
-    st = asyncio.run(go())
+    jobs = KubernetesJobs(api, namespace)
+    try:
+        jobs.create(manifest)
+        print(f"created Job {namespace}/{name} ({manifest['spec']['completions']} ranks); "
+              f"follow it with: kubectl logs -n {namespace} -f job/{name}", file=sys.stderr)
+        st = JobStatus(job_id=job_id, model=spec.model, message=f"Job {namespace}/{name} created")
+        if args.wait:
+            st = _wait(jobs, name, args.repo, job_id)
+    finally:
+        jobs.close()
     if args.json:
         print(json.dumps({"job": name, "namespace": namespace, **st.to_dict()}, indent=2, default=str))
     if not args.wait:
         return EXIT_OK
     print(f"Job {namespace}/{name}: {st.state.value}: {st.message}", file=sys.stderr)
-    return st.exit_code if st.exit_code is not None else (EXIT_OK if st.state.value == "succeeded" else 1)
+    return st.exit_code if st.exit_code is not None else (EXIT_OK if st.state == JobState.SUCCEEDED else EXIT_FAILED)
+
+
+def _wait(jobs: KubernetesJobs, name: str, repo: str, job_id: str, interval: float = POLL_SECONDS) -> JobStatus:
+    """Poll until the Job has finished. ``repo`` is the pods' mount: on a workstation the
+    result file is usually not visible there, so the Job's conditions decide (as they do for
+    the gateway when a job ended without one)."""
+    while True:
+        st = jobs.status(name, repo, job_id=job_id)
+        if st.state.finished:
+            return st
+        time.sleep(interval)

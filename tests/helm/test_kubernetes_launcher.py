@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.jobs.kubernetes import ClusterError, KubernetesLauncher, job_manifest, job_name, job_state, rank_args
+from gateway.jobs.kubernetes import JobClusterError, KubernetesLauncher, job_manifest, job_name, job_state, rank_args
 from gateway.jobs.launcher import JobSpec, JobState
 
 from .conftest import ROOT, finetune_template
@@ -89,7 +89,7 @@ def test_an_unreachable_cluster_is_a_clear_error_and_the_loop_keeps_running(rend
                 await asyncio.sleep(0.001)
 
         ticker = asyncio.create_task(tick())
-        with pytest.raises(ClusterError, match="cannot reach the Kubernetes API"):
+        with pytest.raises(JobClusterError, match="cannot reach the Kubernetes API"):
             await launcher.start(SPEC)
         ticker.cancel()
         await launcher.close()
