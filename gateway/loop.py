@@ -37,7 +37,14 @@ JOBS = web.AppKey("jobs", JobManager)
 
 
 def make_launcher(settings: Settings) -> Launcher:
+    """The launcher ``settings.loop.launcher`` names; it connects to a cluster on first use."""
     loop = settings.loop
+    if loop.launcher == "kubernetes":
+        # Imported here: only a cluster deployment needs it (and its `kubernetes` client).
+        from .jobs.kubernetes import KubernetesLauncher
+
+        return KubernetesLauncher.from_settings(template_file=loop.job_template, repo=settings.repo,
+                                                namespace=loop.namespace)
     jobs_dir = loop.jobs_dir or Path(settings.repo).absolute() / ".jobs"
     return LocalLauncher(jobs_dir, program=tuple(loop.program) if loop.program else None)
 

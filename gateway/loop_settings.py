@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
 MiB = 1 << 20
 
@@ -55,9 +55,20 @@ class LoopSettings(BaseModel):
     trigger_interval_seconds: float = Field(3600.0, gt=0)
     """Period of the ``schedule`` trigger."""
 
-    launcher: Literal["local"] = "local"
-    """Where jobs run: ``local`` (a ``tunegate finetune`` subprocess under horovodrun).
-    Server-wide: read from ``Settings.loop`` only."""
+    launcher: Literal["local", "kubernetes"] = "local"
+    """Where jobs run: ``local`` (a ``tunegate finetune`` subprocess under horovodrun) or
+    ``kubernetes`` (an Indexed Job made from ``job_template``, one pod per rank; the Helm
+    chart's choice). Server-wide: read from ``Settings.loop`` only. Environment:
+    ``TUNEGATE_LOOP__LAUNCHER``."""
+
+    job_template: Path | None = None
+    """``kubernetes``: the fine-tune Job template (``job.yaml`` of the chart's
+    ``<release>-tunegate-finetune`` ConfigMap, which the chart mounts into the gateway).
+    Server-wide. Environment: ``TUNEGATE_LOOP__JOB_TEMPLATE``."""
+
+    namespace: str | None = None
+    """``kubernetes``: where jobs are created (default: the pod's own namespace, else
+    ``default``). Server-wide. Environment: ``TUNEGATE_LOOP__NAMESPACE``."""
 
     jobs_dir: Path | None = None
     """Job logs and outcomes (default ``<repo>/.jobs``). Server-wide."""
@@ -113,3 +124,10 @@ class LoopSettings(BaseModel):
 
     min_labelled: int = Field(20, ge=1)
     """Labelled answers each side needs before accuracy is compared."""
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_a_template(self) -> LoopSettings:
+        # Fail when the settings load, not when the first job starts hours later.
+        if self.launcher == "kubernetes" and self.job_template is None:
+            raise ValueError("loop.launcher = 'kubernetes' needs loop.job_template (TUNEGATE_LOOP__JOB_TEMPLATE)")
+        return self

@@ -282,11 +282,20 @@ def test_notes_tell_how_to_reach_the_gateway(helm):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_gateway_accepts_its_rendered_settings(rendered, case, tmp_path):
+def test_the_gateway_accepts_its_rendered_settings(rendered, case, tmp_path, monkeypatch):
     from gateway.settings import load_settings
 
     path = tmp_path / "gateway.json"
     path.write_text(find(rendered[case], "ConfigMap", "-gateway")["data"]["gateway.json"])
+    container = find(rendered[case], "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]
+    # The pod's TUNEGATE_* environment, as the kubelet resolves it (rendered into namespace "ml").
+    for env in container["env"]:
+        if env["name"].startswith("TUNEGATE_"):
+            field_path = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            monkeypatch.setenv(env["name"], env.get("value") or ("ml" if field_path == "metadata.namespace" else "x"))
     settings = load_settings(path)  # extra="forbid": an unknown key fails here
-    mount = find(rendered[case], "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]
-    assert str(settings.repo) == mount["mountPath"] and settings.host == "0.0.0.0"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert str(settings.repo) == mounts["models"] and settings.host == "0.0.0.0"
+    # Fine-tunes run as Jobs from the mounted template, in the release's namespace.
+    assert settings.loop.launcher == "kubernetes" and settings.loop.namespace == "ml"
+    assert str(settings.loop.job_template) == f"{mounts['finetune-template']}/job.yaml"

@@ -129,3 +129,19 @@ def test_submit_loads_neither_tensorflow_nor_horovod_nor_aiohttp():
             "print(sorted(m for m in ('tensorflow', 'horovod', 'aiohttp', 'kubernetes') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_kubernetes_loop_settings_build_a_kubernetes_launcher_without_a_cluster(rendered, tmp_path):
+    from gateway.loop import make_launcher
+    from gateway.settings import ConfigFileError, load_settings
+
+    template = tmp_path / "job.yaml"
+    template.write_text(yaml.safe_dump(finetune_template(rendered["default"])))
+    settings = load_settings(repo=str(tmp_path), loop={"launcher": "kubernetes", "job_template": str(template),
+                                                       "namespace": "ml"})
+    launcher = make_launcher(settings)  # connects on the first job, not here
+    assert isinstance(launcher, KubernetesLauncher) and launcher.namespace == "ml"
+    assert launcher.template == finetune_template(rendered["default"]) and launcher.repo == tmp_path
+    asyncio.run(launcher.close())
+    with pytest.raises(ConfigFileError, match="needs loop.job_template"):
+        load_settings(repo=str(tmp_path), loop={"launcher": "kubernetes"})
