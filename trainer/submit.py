@@ -2,7 +2,7 @@
 
 The chapter's "build a job and spark-submit it", done the Kubernetes way: the Job is the
 one the gateway's Kubernetes launcher would create (both build it with
-``model_repo.kubernetes_job``, since the trainer never imports the gateway), made from the
+``model_repo.kubernetes_job``, the trainer must not depend on the gateway), made from the
 Helm release's fine-tune template (the ``<release>-tunegate-finetune`` ConfigMap, or
 ``--job-template`` with a file ``helm template`` wrote). ``--repo`` is where the rank
 pods mount the repository (the chart's ``repository.mountPath``). ``--dry-run`` prints the
