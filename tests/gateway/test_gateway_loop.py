@@ -46,7 +46,11 @@ def loop_gateway(tmp_path):
     loop_models.publish(repo, "clf", loop_models.classifier())
     settings = make_settings(repo_root, api_key=API_KEY, loop={
         "capture": True, "canary_fraction": 0.5, "canary_window_requests": 30, "canary_min_requests": 10,
-        "min_labelled": 5})
+        "min_labelled": 5,
+        # These tests decide on errors and accuracy; a latency verdict over ~15 requests on a
+        # loaded machine is chance (one stall is the p99). The latency rule is tested on its
+        # own in test_canary_decision.py.
+        "max_p99_ratio": 1000.0, "p99_slack_ms": 60_000.0})
     with serve(settings) as server:
         yield server
 
