@@ -17,13 +17,10 @@ Triton ratios of throughput and of p99.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -32,32 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve import build_models, through_gateway, tune_config  # noqa: E402  (bench/serve.py)
-
-
-def wait_ready(url: str, process: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=2).status == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise SystemExit(f"{what} did not become ready")
-        time.sleep(0.2)
-
-
-def start_gateway(repo_dir: Path, port: int, threads: int, triton_url: str | None) -> subprocess.Popen:
-    env = {**os.environ, "TUNEGATE_RUNTIME__PROVIDER": "cpu", "TUNEGATE_RUNTIME__INTRA_OP_THREADS": str(threads),
-           "TUNEGATE_ACCESS_LOG": "false", "TUNEGATE_LOG_LEVEL": "WARNING", "TUNEGATE_MODEL_CONTROL": "none"}
-    if triton_url:
-        env["TUNEGATE_RUNTIME__KIND"] = "triton"
-        env["TUNEGATE_RUNTIME__TRITON"] = json.dumps({"endpoints": [triton_url]})
-    process = subprocess.Popen([sys.executable, str(ROOT / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
-                                "--port", str(port)], env=env, cwd=ROOT)
-    wait_ready(f"127.0.0.1:{port}", process, f"gateway on {port}")
-    return process
+from serve import build_models, start_gateway, through_gateway, tune_config  # noqa: E402  (bench/serve.py)
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ p50 and p99 latency (ms) and the ratio to in-process throughput.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -137,6 +138,31 @@ def stats(url: str, model: str) -> tuple[int, int]:
     return s["inference_count"], s["execution_count"]
 
 
+def wait_ready(url: str, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit(f"{what} did not become ready")
+        time.sleep(0.2)
+
+
+def start_gateway(repo_dir: Path, port: int, threads: int, triton_url: str | None) -> subprocess.Popen:
+    env = {**os.environ, "TUNEGATE_RUNTIME__PROVIDER": "cpu", "TUNEGATE_RUNTIME__INTRA_OP_THREADS": str(threads),
+           "TUNEGATE_ACCESS_LOG": "false", "TUNEGATE_LOG_LEVEL": "WARNING", "TUNEGATE_MODEL_CONTROL": "none"}
+    if triton_url:
+        env["TUNEGATE_RUNTIME__KIND"] = "triton"
+        env["TUNEGATE_RUNTIME__TRITON"] = json.dumps({"endpoints": [triton_url]})
+    process = subprocess.Popen([sys.executable, str(ROOT / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
+                                "--port", str(port)], env=env, cwd=ROOT)
+    wait_ready(f"127.0.0.1:{port}", process, f"gateway on {port}")
+    return process
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
@@ -159,23 +185,9 @@ def main() -> int:
     for name in names:
         tune_config(repo_dir, name, args.delay_us, args.instances)
 
-    env = {**os.environ, "TUNEGATE_RUNTIME__PROVIDER": "cpu", "TUNEGATE_RUNTIME__INTRA_OP_THREADS": str(args.threads),
-           "TUNEGATE_ACCESS_LOG": "false", "TUNEGATE_LOG_LEVEL": "WARNING", "TUNEGATE_MODEL_CONTROL": "none"}
-    server = subprocess.Popen([sys.executable, str(ROOT / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
-                               "--port", str(args.port)], env=env, cwd=ROOT)
+    server = start_gateway(repo_dir, args.port, args.threads, None)
     url = f"127.0.0.1:{args.port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("gateway did not become ready")
-            time.sleep(0.2)
-
         print(f"# {os.cpu_count()} cores; MobileNetV2 input {args.size}x{args.size}x3; delay {args.delay_us} us; "
               f"instances {args.instances}; intra-op threads {args.threads or 'default'}; {args.seconds:g} s each")
         print(f"{'model':<14}{'mode':<26}{'samples/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'vs best':>9}")
@@ -191,7 +203,7 @@ def main() -> int:
             for batch in (1, 8, 16, 32, 64):
                 tput, p50, p99 = in_process(path, sample, batch, args.seconds / 2, args.threads)
                 if batch == 1:
-                    rows.append((f"in-process batch 1", tput, p50, p99))
+                    rows.append(("in-process batch 1", tput, p50, p99))
                 if tput > best[0]:
                     best = (tput, batch, p50, p99)
             rows.append((f"in-process best (b={best[1]})", best[0], best[2], best[3]))

@@ -62,7 +62,7 @@ def test_trainer_builds_horovod_with_setup_sh_itself():
     assert "packaging/setup.sh" in runs and "--mount=type=cache,target=/cache" in runs
     assert "TUNEGATE_CACHE=/cache" in runs
     version = re.search(r"^HOROVOD_VERSION=(\S+)", SETUP, re.M).group(1)
-    assert f"horovod-$HOROVOD_VERSION-tf" in SETUP and "wheels=$CACHE/wheels/horovod-" in SETUP
+    assert "horovod-$HOROVOD_VERSION-tf" in SETUP and "wheels=$CACHE/wheels/horovod-" in SETUP
     assert "/cache/wheels/horovod-*/horovod-*.whl" in runs  # where setup.sh caches the wheel
     rruns = " ".join(arg for kind, arg in runtime if kind == "RUN")
     assert "/wheels/horovod-*.whl" in rruns and "import horovod.tensorflow" in rruns

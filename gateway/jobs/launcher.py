@@ -18,7 +18,6 @@ from model_repo.jobs import (  # noqa: F401 - re-exported
     JobSpec,
     JobState,
     JobStatus,
-    _now,
 )
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_NOT_PROMOTED", "EXIT_PUBLISHED", "JobSpec", "JobState", "JobStatus", "Launcher"]

@@ -20,8 +20,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_repo.jobs import _now
+
 from ..errors import Conflict
-from .launcher import JobSpec, JobState, JobStatus, Launcher, _now
+from .launcher import JobSpec, JobState, JobStatus, Launcher
 
 log = logging.getLogger("tunegate.jobs")
 

@@ -12,7 +12,6 @@ import json
 import urllib.request
 
 import onnx
-import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
