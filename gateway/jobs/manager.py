@@ -39,6 +39,7 @@ class JobManager:
         self.last: dict[str, dict[str, Any]] = {}  # model -> last finished job's status
         self.new_samples: dict[str, int] = {}  # model -> feedback samples since the last job
         self.finished: dict[tuple[str, str], int] = {}  # (model, state) -> count
+        self._ended: set[str] = set()  # job ids whose end is recorded
         self._starting: set[str] = set()
         self._schedules: dict[str, asyncio.Task] = {}
 
@@ -76,13 +77,21 @@ class JobManager:
         try:
             status = await self.launcher.wait(job_id)
         finally:
-            self.running.pop(model, None)
+            if self.running.get(model) == job_id:
+                self.running.pop(model)
         self._record_end(model, status.to_dict())
         if status.state == JobState.SUCCEEDED:
             # Do not wait for the repository poll: the canary starts now.
             await self.registry.reconcile(model)
 
     def _record_end(self, model: str, status: dict[str, Any]) -> None:
+        """Record a job's end once, by whichever sees it first: the follower task, or a
+        status request (so metadata never lags behind what the job route answered)."""
+        if status["job_id"] in self._ended:
+            return
+        self._ended.add(status["job_id"])
+        if self.running.get(model) == status["job_id"]:
+            self.running.pop(model)
         self.last[model] = status
         key = (model, status["state"])
         self.finished[key] = self.finished.get(key, 0) + 1
@@ -94,6 +103,8 @@ class JobManager:
             raise JobNotFound(f"model {model!r} has no fine-tune job {job_id!r}") from None
         if status.model != model:
             raise JobNotFound(f"model {model!r} has no fine-tune job {job_id!r}")
+        if status.state.finished and self.jobs.get(job_id) == model:
+            self._record_end(model, status.to_dict())
         return status.to_dict()
 
     async def cancel(self, model: str, job_id: str) -> dict[str, Any]:
