@@ -113,6 +113,14 @@ def _int_high(model) -> int | None:
     return min(sizes) if sizes else None
 
 
+def _input_name(tensor) -> str:
+    """The InputLayer's name. Keras 3 names the tensor itself ``keras_tensor_N`` unless
+    ``keras.Input(name=...)`` was given (keras.applications models, for one, do not)."""
+    history = getattr(tensor, "_keras_history", None)
+    layer = history[0] if history else None
+    return getattr(layer, "name", None) or tensor.name
+
+
 def keras_source(model, origin: str = "<keras.Model>") -> Source:
     import keras
     import tensorflow as tf
@@ -124,7 +132,7 @@ def keras_source(model, origin: str = "<keras.Model>") -> Source:
     for tensor in model.inputs:
         dtype = np.dtype(keras.backend.standardize_dtype(tensor.dtype))
         shape = (None,) + tuple(tensor.shape[1:])
-        inputs.append(InputSpec(tensor.name, dtype, shape, high if dtype.kind in "iu" else None))
+        inputs.append(InputSpec(_input_name(tensor), dtype, shape, high if dtype.kind in "iu" else None))
     output_names = _output_names(model)
     if len(set(output_names)) != len(output_names):
         raise SourceError(f"{origin}: output names are not unique ({output_names}); name the output layers")

@@ -115,3 +115,18 @@ def test_pipeline_writes_external_data_for_big_models(tmp_path, monkeypatch):
     assert (version_dir / "model.onnx").stat().st_size < 10_000 < (version_dir / "model.onnx.data").stat().st_size
     assert manifest.parity["passed"]
     repo.verify("big", 1)
+
+
+def test_in_memory_models_keep_their_input_layer_names():
+    # keras.applications (and any keras.Input without a name) leave the tensor named
+    # keras_tensor_N; the InputLayer's name is what a user sees and what ONNX must carry.
+    import keras
+
+    from converters.sources.keras import keras_source
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="scores")(inputs))
+    assert inputs.name.startswith("keras_tensor")
+    source = keras_source(model)
+    assert [spec.name for spec in source.inputs] == [model.layers[0].name]
+    assert source.inputs[0].name.startswith("input_layer") and source.output_names == ["scores"]
