@@ -23,13 +23,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve import build_models, start_gateway, through_gateway, tune_config  # noqa: E402  (bench/serve.py)
+from serve import (  # noqa: E402  (bench/serve.py)
+    build_models,
+    request_sample,
+    start_gateway,
+    through_gateway,
+    tune_config,
+)
 
 
 def main() -> int:
@@ -44,7 +48,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32,64")
     args = parser.parse_args()
 
-    from model_repo import Repository, datatypes
+    from model_repo import Repository
     from model_repo.triton import TritonServer, find_tritonserver, free_port, write_python_view
 
     install = find_tritonserver()
@@ -75,11 +79,7 @@ def main() -> int:
             print(f"{'model':<13}{'c':>3}  {'server':<24}{'samples/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
                   f"{'tput/b':>8}{'p99/b':>7}")
             for name in names:
-                config = repo.read_config(name)
-                rng = np.random.default_rng(0)
-                sample = {t.name: rng.random((1, *t.dims)).astype(datatypes.BY_CONFIG[t.data_type].numpy)
-                          for t in config.input}
-                types = {t.name: datatypes.BY_CONFIG[t.data_type].v2 for t in config.input}
+                sample, types = request_sample(repo, name)
                 for concurrency in map(int, args.concurrency.split(",")):
                     rows = {label: through_gateway(url, name, sample, types, concurrency, args.seconds)
                             for label, url in targets.items()}

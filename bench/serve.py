@@ -61,6 +61,16 @@ def tune_config(repo_dir: Path, name: str, delay_us: int, instances: int) -> Non
     repo.write_config(name, config)
 
 
+def request_sample(repo, name: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A batch-1 request for ``name`` (seeded random inputs) and its inputs' v2 datatypes."""
+    from model_repo import datatypes
+
+    config = repo.read_config(name)
+    rng = np.random.default_rng(0)
+    sample = {t.name: rng.random((1, *t.dims)).astype(datatypes.BY_CONFIG[t.data_type].numpy) for t in config.input}
+    return sample, {t.name: datatypes.BY_CONFIG[t.data_type].v2 for t in config.input}
+
+
 def percentiles(latencies: list[float]) -> tuple[float, float]:
     values = np.array(latencies) * 1000
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
@@ -178,7 +188,7 @@ def main() -> int:
     repo_dir = args.repo or Path(tempfile.mkdtemp(prefix="tunegate-bench-"))
     repo_dir.mkdir(parents=True, exist_ok=True)
     build_models(repo_dir, args.size)
-    from model_repo import Repository, datatypes
+    from model_repo import Repository
 
     repo = Repository(repo_dir)
     names = args.models.split(",")
@@ -192,11 +202,7 @@ def main() -> int:
               f"instances {args.instances}; intra-op threads {args.threads or 'default'}; {args.seconds:g} s each")
         print(f"{'model':<14}{'mode':<26}{'samples/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'vs best':>9}")
         for name in names:
-            config = repo.read_config(name)
-            rng = np.random.default_rng(0)
-            sample = {t.name: rng.random((1, *t.dims)).astype(datatypes.BY_CONFIG[t.data_type].numpy)
-                      for t in config.input}
-            types = {t.name: datatypes.BY_CONFIG[t.data_type].v2 for t in config.input}
+            sample, types = request_sample(repo, name)
             path = repo.model_path(name, repo.resolve(name))
             rows = []
             best = (0.0, 0)
