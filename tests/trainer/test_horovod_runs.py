@@ -14,9 +14,9 @@ import pytest
 
 from model_repo import Repository
 
-from .conftest import ROOT, env, finetune, finetune_command, needs_horovod, versions
+from .conftest import ROOT, env, finetune, finetune_command, versions
 
-pytestmark = needs_horovod
+pytestmark = pytest.mark.usefixtures("needs_horovod")
 
 NP2 = ("--np", "2", "--hosts", "localhost:2")
 
