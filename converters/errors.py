@@ -56,3 +56,9 @@ class ParityError(ConversionError):
     def __init__(self, message: str, report: dict | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (at most 300 characters), for messages."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CustomObjectError, SourceError
+from ..errors import CustomObjectError, SourceError, first_line
 from .base import InputSpec, Source
 from .saved_model import frozen_graph
 
@@ -64,8 +64,7 @@ def _explain_load_failure(path: Path, exc: Exception) -> Exception:
     if "safe_mode" in text or "unsafe" in text.lower():
         return SourceError(f"{path}: loading it would run code saved inside the file (e.g. a Lambda layer), "
                            "which safe mode refuses; pass --unsafe only if you trust the file")
-    first = (text.strip() or type(exc).__name__).splitlines()[0][:300]
-    return SourceError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {first}); "
+    return SourceError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {first_line(exc)}); "
                        "expected a Keras 3 .keras archive or a Keras .h5 file")
 
 

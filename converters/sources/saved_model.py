@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, first_line
 from .base import InputSpec, Source
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -50,7 +50,7 @@ def load_saved_model(path: Path, signature: str | None = None) -> Source:
     try:
         loaded = tf.saved_model.load(origin)
     except Exception as exc:  # TF raises many types for a damaged SavedModel
-        raise SourceError(f"{origin}: not a loadable TensorFlow SavedModel: {_first_line(exc)}") from None
+        raise SourceError(f"{origin}: not a loadable TensorFlow SavedModel: {first_line(exc)}") from None
     name = pick_signature(loaded.signatures, signature, origin)
     function = loaded.signatures[name]
     _, kwargs = function.structured_input_signature
@@ -72,8 +72,3 @@ def load_saved_model(path: Path, signature: str | None = None) -> Source:
         graph=lambda: frozen_graph(path, name), save=save,
         details={"signature": name, "params": params, "_keep_alive": loaded},
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
