@@ -179,7 +179,7 @@ class CanaryController:
 
     # ------------------------------------------------------------- evidence
     def current(self, model: str) -> CanaryState | None:
-        record = self.registry._records.get(model)
+        record = self.registry.get(model)
         return None if record is None else record.canary
 
     def observe(self, model: str, version: int, ok: bool, latency_ns: int) -> None:

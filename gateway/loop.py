@@ -114,7 +114,7 @@ class LoopCollector(Collector):
         live = Metric("tunegate_canary", "Live canaries: share of unpinned traffic, by version", "gauge")
         window = Metric("tunegate_canary_window_requests", "Requests answered in the canary window",
                         "gauge")
-        for record in list(self._registry._records.values()):
+        for record in self._registry.records():
             state = record.canary
             if state is None or not state.live:
                 continue

@@ -152,6 +152,13 @@ class Registry:
             raise ModelNotFound(f"unknown model {model!r}")
         return record
 
+    def get(self, model: str) -> ModelRecord | None:
+        """The model's record, or None (no 404/503: for callers that only look)."""
+        return self._records.get(model)
+
+    def records(self) -> list[ModelRecord]:
+        return list(self._records.values())
+
     def serving(self) -> list[ServedVersion]:
         return [s for r in self._records.values() for s in r.serving.values()]
 

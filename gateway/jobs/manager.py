@@ -121,7 +121,7 @@ class JobManager:
             self._schedules[model] = self.registry.spawn(self._schedule(model, settings.trigger_interval_seconds))
 
     def _try_start(self, model: str, reason: str) -> None:
-        record = self.registry._records.get(model)
+        record = self.registry.get(model)
         busy = (model in self.running or model in self._starting
                 or (record is not None and record.canary is not None and record.canary.live))
         if not busy:
