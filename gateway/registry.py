@@ -109,11 +109,7 @@ class Registry:
         to the stable version, or (``split``) to a live canary for its share of traffic."""
         if self.shutting_down:
             raise ServerNotReady("the server is shutting down")
-        record = self._records.get(model)
-        if record is None:
-            if model in self._known:
-                raise ModelNotReady(f"model {model!r} is not loaded")
-            raise ModelNotFound(f"unknown model {model!r}")
+        record = self.record(model)
         if version in (None, ""):
             if not record.serving:
                 raise ModelNotReady(f"model {model!r} has no ready version" + self._why(record))
