@@ -11,16 +11,23 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def build_and_train(seed: int = 0):
-    import keras
+def digits_split(seed: int = 0):
+    """``load_digits`` scaled to 0..1 and split 3:1: (x_train, x_test, y_train, y_test). The
+    held-out quarter is never trained on (loop_demo.py measures on it)."""
     import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    keras.utils.set_random_seed(seed)
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=0.25, random_state=seed)
+    return train_test_split(x, digits.target, test_size=0.25, random_state=seed)
+
+
+def build_and_train(seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x_train, x_test, y_train, y_test = digits_split(seed)
     inputs = keras.Input(shape=(64,), name="pixels")
     hidden = keras.layers.Dense(64, activation="relu", name="hidden")(inputs)
     outputs = keras.layers.Dense(10, activation="softmax", name="probabilities")(hidden)

@@ -26,6 +26,9 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT / "packaging"))
+import example_repo  # noqa: E402  (beside this file: version 1 and its train/held-out split)
+
 MODEL = "digits"
 FEEDBACK_SAMPLES = 800  # the job starts once this many rotated digits have come back labelled
 
@@ -33,16 +36,6 @@ FEEDBACK_SAMPLES = 800  # the job starts once this many rotated digits have come
 def rotate(x: np.ndarray) -> np.ndarray:
     """The shift in the data: digits turned a quarter turn (the upright model gets ~8% right)."""
     return np.rot90(x.reshape(-1, 8, 8), 1, axes=(1, 2)).reshape(-1, 64).copy()
-
-
-def digits_split(seed: int = 0):
-    """The same split example_repo.py trains version 1 on: its held-out quarter is never trained on."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    return train_test_split(x, d.target, test_size=0.25, random_state=seed)
 
 
 def free_port() -> int:
@@ -168,11 +161,8 @@ class Traffic(threading.Thread):
 
 def build(workdir: Path) -> tuple[Path, Path]:
     """The repository (version 1 trained on upright digits) and the gateway's settings."""
-    sys.path.insert(0, str(PROJECT_ROOT / "packaging"))
-    import example_repo
-
     repo = workdir / "repo"
-    x_train, _, y_train, _ = digits_split()
+    x_train, _, y_train, _ = example_repo.digits_split()
     example_repo.main(["--repo", str(repo), "--name", MODEL])
     # Replay data: what version 1 learnt from, mixed into every job so upright digits are kept.
     replay = workdir / "upright-replay.npz"
@@ -199,7 +189,7 @@ def run_loop(workdir: Path, *, log=print) -> dict:
 
     workdir.mkdir(parents=True, exist_ok=True)
     repo, config = build(workdir)
-    x_train, x_test, y_train, y_test = digits_split()
+    x_train, x_test, y_train, y_test = example_repo.digits_split()
     held_out = {"upright": (x_test, y_test), "rotated": (rotate(x_test), y_test)}
     gateway = Gateway(repo, config, workdir / "gateway.log")
     traffic = Traffic(gateway.url, np.concatenate([x_test, rotate(x_test)]))
