@@ -29,6 +29,15 @@ def _model(request: web.Request) -> tuple[str, str | None]:
     return check_model_name(request.match_info["model"]), request.match_info.get("version")
 
 
+def _header_length(request: web.Request) -> int | None:
+    """The binary extension's JSON header length, or None for a plain JSON body."""
+    header = request.headers.get(HEADER_LENGTH)
+    try:
+        return int(header) if header is not None else None
+    except ValueError:
+        raise BinaryDataError(f"{HEADER_LENGTH} must be an integer, got {header!r}") from None
+
+
 def protected(handler: Handler) -> Handler:
     """Require the API key (when one is configured) on a control route."""
 
@@ -86,11 +95,7 @@ async def model_stats(request: web.Request) -> web.Response:
 async def infer(request: web.Request) -> web.Response:
     model, version = _model(request)
     settings = request.app[SETTINGS]
-    header = request.headers.get(HEADER_LENGTH)
-    try:
-        header_length = int(header) if header is not None else None
-    except ValueError:
-        raise BinaryDataError(f"{HEADER_LENGTH} must be an integer, got {header!r}") from None
+    header_length = _header_length(request)
     request.app[DATAPLANE].model_ready(model, version)  # 404/503 before reading a body for nothing
     body = await request.read()
     # Large bodies are decoded in a thread so one big JSON request never stalls the loop.

@@ -6,18 +6,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from .loop import CANARY, FEEDBACK, JOBS
-from .rest import HEADER_LENGTH, _json, _model, protected
-from .errors import BinaryDataError
+from .rest import _header_length, _json, _model, protected
 
 
 @protected
 async def feedback(request: web.Request) -> web.Response:
     model, _ = _model(request)
-    header = request.headers.get(HEADER_LENGTH)
-    try:
-        header_length = int(header) if header is not None else None
-    except ValueError:
-        raise BinaryDataError(f"{HEADER_LENGTH} must be an integer, got {header!r}") from None
+    header_length = _header_length(request)
     request.app[FEEDBACK].registry.route(model, split=False)  # 404/503 before reading a body for nothing
     body = await request.read()
     return _json(await request.app[FEEDBACK].submit(model, body, header_length))
