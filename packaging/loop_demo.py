@@ -15,7 +15,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from model_repo.triton import free_port
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +37,6 @@ FEEDBACK_SAMPLES = 800  # the job starts once this many rotated digits have come
 def rotate(x: np.ndarray) -> np.ndarray:
     """The shift in the data: digits turned a quarter turn (the upright model gets ~8% right)."""
     return np.rot90(x.reshape(-1, 8, 8), 1, axes=(1, 2)).reshape(-1, 64).copy()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Gateway:
