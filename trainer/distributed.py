@@ -13,14 +13,18 @@ import os
 import numpy as np
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def configure_threads(hvd, override: int | None = None) -> int:
     """Give each rank an equal share of this host's cores (cores / local size).
 
     Must run before TensorFlow creates its runtime, i.e. before the first op."""
     import tensorflow as tf
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = override or max(1, cores // hvd.local_size())
+    threads = override or max(1, usable_cores() // hvd.local_size())
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     return threads

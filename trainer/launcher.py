@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import FEEDBACK_SCHEME
+from .distributed import usable_cores
 from .errors import DataError, JobFailed, TrainerError, error_from_result
 from .options import to_argv
 
@@ -33,10 +34,6 @@ class Topology:
     discovery_script: str | None = None
 
 
-def default_np() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def topology(np_: int | None, hosts: str | None, *, elastic: bool = False, min_np: int | None = None,
              max_np: int | None = None, discovery_script: str | None = None) -> Topology:
     if hosts:
@@ -45,7 +42,7 @@ def topology(np_: int | None, hosts: str | None, *, elastic: bool = False, min_n
         except (IndexError, ValueError):
             raise DataError(f"--hosts {hosts!r}: expected host:slots[,host:slots...]") from None
     else:
-        slots = np_ or default_np()
+        slots = np_ or usable_cores()
         hosts = f"localhost:{slots}"
     n = np_ or slots
     if n < 1 or n > slots:
