@@ -6,8 +6,6 @@ no horovodrun — train together and publish one version."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +14,8 @@ import pytest
 
 from gateway.jobs.kubernetes import job_manifest
 from gateway.jobs.launcher import JobSpec
+from model_repo.triton import free_port
+from tests.trainer.conftest import env as trainer_env
 
 from .conftest import ROOT, finetune_template
 
@@ -35,16 +35,9 @@ publish_keras_model(m, Repository({repo!r}), "digits", sample={{"x": x[:16]}})
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_meet_through_rank_0s_rendezvous_and_publish(rendered, tmp_path):
     repo, data = tmp_path / "repo", tmp_path / "digits.npz"
-    base_env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    base_env = trainer_env()
     subprocess.run([sys.executable, "-c", BUILD.format(data=str(data), repo=str(repo))], check=True, cwd=ROOT,
                    env=base_env, timeout=300, capture_output=True)
 
@@ -60,7 +53,7 @@ def test_two_ranks_meet_through_rank_0s_rendezvous_and_publish(rendered, tmp_pat
     env["TUNEGATE_RENDEZVOUS_HOST"] = env["TUNEGATE_RENDEZVOUS_HOST"].replace("$(JOB_NAME)", job_name)
     assert env["TUNEGATE_RENDEZVOUS_HOST"] == f"{job_name}-0.rel-tunegate-finetune"
     env.update({"TUNEGATE_RENDEZVOUS_HOST": "127.0.0.1", "HOROVOD_GLOO_IFACE": "lo",
-                "TUNEGATE_RENDEZVOUS_PORT": str(_free_port()), "HOME": str(tmp_path)})
+                "TUNEGATE_RENDEZVOUS_PORT": str(free_port()), "HOME": str(tmp_path)})
     env.pop("MPLCONFIGDIR")
     command = [sys.executable, *container["command"][1:], *container["args"]]
     assert container["command"][0] == "python"
