@@ -170,12 +170,6 @@ class LocalLauncher(Launcher):
             await asyncio.shield(job.task)
         return self._snapshot(job)
 
-    def running(self, model: str) -> JobStatus | None:
-        for job in self._jobs.values():
-            if job.spec.model == model and not job.status.state.finished:
-                return self._snapshot(job)
-        return None
-
     async def close(self) -> None:
         for job in list(self._jobs.values()):
             if not job.status.state.finished:
