@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections import deque
@@ -188,7 +189,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _last_json_object(text: str) -> dict | None:
     """The last JSON object printed at the start of a line (``--json`` prints it last)."""
-    starts = [i for i in range(len(text)) if text[i] == "{" and (i == 0 or text[i - 1] == "\n")]
+    starts = [m.start() for m in re.finditer(r"^\{", text, re.MULTILINE)]
     for start in reversed(starts):
         try:
             value, _ = json.JSONDecoder().raw_decode(text, start)
