@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -57,7 +56,6 @@ class Endpoint:
     failures: int = 0  # consecutive transport failures
     open: bool = False  # circuit open: no traffic until a readiness probe succeeds
     last_error: str = ""
-    opened_at: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "state": "open" if self.open else "closed", "outstanding": self.outstanding,
@@ -88,19 +86,15 @@ class EndpointPool:
         """The closed-circuit endpoint with the fewest requests in flight; ties rotate."""
         candidates = [e for i, e in enumerate(self.endpoints) if not e.open and i not in exclude]
         if not candidates:
-            raise NoHealthyEndpoint(self._why_none(exclude))
+            raise NoHealthyEndpoint(self._why_none())
         least = min(e.outstanding for e in candidates)
         tied = [e for e in candidates if e.outstanding == least]
         return tied[next(self._turn) % len(tied)]
 
-    def _why_none(self, exclude) -> str:
+    def _why_none(self) -> str:
         parts = [f"{e.url}: {'circuit open' if e.open else 'already tried'}"
                  + (f" ({e.last_error})" if e.last_error else "") for e in self.endpoints]
         return "no healthy Triton endpoint: " + "; ".join(parts)
-
-    @property
-    def healthy(self) -> list[Endpoint]:
-        return [e for e in self.endpoints if not e.open]
 
     # --------------------------------------------------------------- calling
     async def call(self, fn: Callable[[triton_aio.InferenceServerClient], Awaitable[T]], what: str) -> T:
@@ -150,7 +144,6 @@ class EndpointPool:
 
     def _open(self, endpoint: Endpoint, why: str) -> None:
         endpoint.open = True
-        endpoint.opened_at = time.monotonic()
         log.warning("Triton endpoint %s: circuit open (%s: %s)", endpoint.url, why, endpoint.last_error)
 
     # ---------------------------------------------------------------- health
@@ -214,9 +207,6 @@ class TritonFleet:
         if pool is None:
             pool = self._pools[key] = EndpointPool.create(settings)
         return pool
-
-    def pools(self) -> list[EndpointPool]:
-        return list(self._pools.values())
 
     async def close(self) -> None:
         pools, self._pools = list(self._pools.values()), {}

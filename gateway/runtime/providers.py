@@ -9,7 +9,7 @@ a GPU with less than ``min_gpu_memory`` is not fit for serving.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import onnxruntime as ort
@@ -26,7 +26,6 @@ class ProviderChoice:
     name: str  # CUDA or CPU
     providers: list[Any]  # what InferenceSession(providers=...) gets
     reason: str  # why, for the log and the metadata
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 def gpu_total_memory(device_id: int) -> tuple[int | None, str]:
@@ -84,7 +83,7 @@ def choose_provider(settings: RuntimeSettings) -> ProviderChoice:
     if unfit is None:
         options = cuda_options(settings)
         return ProviderChoice(CUDA, [(CUDA, options), CPU], f"provider={settings.provider}: CUDA device "
-                              f"{settings.device_id} is fit", options)
+                              f"{settings.device_id} is fit")
     if settings.provider == "cuda":
         raise LoadError(f"provider=cuda requested but CUDA cannot serve: {unfit}")
     return ProviderChoice(CPU, [CPU], f"provider=auto fell back to CPU: {unfit}")
