@@ -200,8 +200,8 @@ def run_loop(workdir: Path, *, log=print) -> dict:
         for start in range(0, FEEDBACK_SAMPLES, 40):
             send_feedback(gateway, stream_x[start:start + 40], stream_y[start:start + 40])
         log(f"sent {FEEDBACK_SAMPLES} labelled rotated digits as feedback")
-        job_id = gateway.wait(lambda: _meta(gateway).get("finetune_job")
-                              or _meta(gateway).get("last_finetune_job", {}).get("job_id"), "a job", 60)
+        job_id = gateway.wait(lambda: (meta := _meta(gateway)).get("finetune_job")
+                              or meta.get("last_finetune_job", {}).get("job_id"), "a job", 60)
         log(f"fine-tune job {job_id} started by the samples trigger")
         job = gateway.wait(lambda: _finished(gateway, job_id), f"job {job_id}", 900)
         log(f"job {job['state']}: {job['message']}")
@@ -211,7 +211,7 @@ def run_loop(workdir: Path, *, log=print) -> dict:
         new = str(job["result"]["version"])
 
         # 2. The canary: its answers get labels too (by request id), so accuracy is compared.
-        gateway.wait(lambda: _meta(gateway).get("canary") or _meta(gateway).get("last_canary"), "canary", 60)
+        gateway.wait(lambda: (meta := _meta(gateway)).get("canary") or meta.get("last_canary"), "canary", 60)
         rng = np.random.default_rng(2)
         mixed_x = np.concatenate([rotate(x_train[FEEDBACK_SAMPLES:]), x_train[FEEDBACK_SAMPLES:]])
         mixed_y = np.concatenate([y_train[FEEDBACK_SAMPLES:], y_train[FEEDBACK_SAMPLES:]])
