@@ -212,6 +212,11 @@ class KubernetesJobs:
         except (HTTPError, OSError) as exc:  # refused, DNS, TLS, retries exhausted
             raise JobClusterError(f"cannot reach the Kubernetes API: {exc}") from None
 
+    def read_config_map(self, name: str, key: str) -> str | None:
+        """One key of a ConfigMap in this namespace; ``KeyError`` if there is no such ConfigMap."""
+        config_map = self._call(self._core.read_namespaced_config_map, name=name, namespace=self.namespace)
+        return (config_map.data or {}).get(key)
+
     def create(self, manifest: dict[str, Any]) -> Any:
         """Create the Job; returns the API's Job object."""
         name = manifest["metadata"]["name"]

@@ -65,20 +65,20 @@ def job_spec(args: argparse.Namespace, job_id: str) -> JobSpec:
                    version=args.version, np=args.np, options=tuple(to_argv(rest)))
 
 
-def _template(args: argparse.Namespace, namespace: str, api):
+def _template(args: argparse.Namespace, jobs: KubernetesJobs | None):
     if args.job_template:
         return load_template(args.job_template)
     import yaml
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     name = configmap_name(args.release)
+    where = f"{jobs.namespace}/{name} (is release {args.release!r} installed there?)"
     try:
-        cm = client.CoreV1Api(api).read_namespaced_config_map(name, namespace)
-    except ApiException as exc:
-        raise JobClusterError(f"cannot read ConfigMap {namespace}/{name} (is release {args.release!r} installed "
-                           f"there?): {exc.status} {exc.reason}") from None
-    return yaml.safe_load((cm.data or {}).get("job.yaml", "")) or {}
+        text = jobs.read_config_map(name, "job.yaml")
+    except KeyError:
+        raise JobClusterError(f"no ConfigMap {where}") from None
+    except JobClusterError as exc:  # refused, or the cluster cannot be reached
+        raise JobClusterError(f"cannot read ConfigMap {where}: {exc}") from None
+    return yaml.safe_load(text or "") or {}
 
 
 def _connection(args: argparse.Namespace):
@@ -106,16 +106,15 @@ def submit(args: argparse.Namespace) -> int:
     job_id = args.job_id or f"{args.model}-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
     spec = job_spec(args, job_id)
     api, namespace = _connection(args)
-    template = _template(args, namespace, api)
-    name = job_name(name_prefix(template), job_id)
-    manifest = job_manifest(template, spec, name=name, repo_mount=args.repo)
-    if args.dry_run:
-        manifest["metadata"]["namespace"] = namespace
-        yaml.safe_dump(manifest, sys.stdout, sort_keys=False)
-        return EXIT_OK
-
-    jobs = KubernetesJobs(api, namespace)
+    jobs = KubernetesJobs(api, namespace) if api is not None else None
     try:
+        template = _template(args, jobs)
+        name = job_name(name_prefix(template), job_id)
+        manifest = job_manifest(template, spec, name=name, repo_mount=args.repo)
+        if args.dry_run:
+            manifest["metadata"]["namespace"] = namespace
+            yaml.safe_dump(manifest, sys.stdout, sort_keys=False)
+            return EXIT_OK
         jobs.create(manifest)
         print(f"created Job {namespace}/{name} ({manifest['spec']['completions']} ranks); "
               f"follow it with: kubectl logs -n {namespace} -f job/{name}", file=sys.stderr)
@@ -123,7 +122,8 @@ def submit(args: argparse.Namespace) -> int:
         if args.wait:
             st = _wait(jobs, name, args.repo, job_id)
     finally:
-        jobs.close()
+        if jobs is not None:
+            jobs.close()
     if args.json:
         print(json.dumps({"job": name, "namespace": namespace, **st.to_dict()}, indent=2, default=str))
     if not args.wait:

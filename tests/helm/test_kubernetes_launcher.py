@@ -124,6 +124,24 @@ def test_submit_without_a_cluster_says_so(tmp_path):
     assert "no Kubernetes cluster is reachable" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_submit_to_a_cluster_that_is_down_says_so(tmp_path):
+    from model_repo.triton import free_port
+
+    kubeconfig = tmp_path / "config"  # a valid kubeconfig whose API server is not there
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "down",
+        "clusters": [{"name": "down", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "me", "user": {"token": "t"}}],
+        "contexts": [{"name": "down", "context": {"cluster": "down", "user": "me", "namespace": "ml"}}],
+    }))
+    env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    proc = _tunegate("--submit", "--repo", "/models", "--model", "digits", "--data", "feedback:", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot read ConfigMap ml/tunegate-finetune (is release 'tunegate' installed there?)" in proc.stderr
+    assert "cannot reach the Kubernetes API" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_submit_loads_neither_tensorflow_nor_horovod_nor_aiohttp():
     code = ("import sys, trainer.submit, gateway.jobs.kubernetes; "
             "print(sorted(m for m in ('tensorflow', 'horovod', 'aiohttp', 'kubernetes') if m in sys.modules))")
