@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from model_repo import MODEL_FILE, SOURCE_DIR, Manifest, Repository
+from model_repo import MANIFEST_FILE, MODEL_FILE, SOURCE_DIR, Manifest, Repository
 
 from . import check, onnx_files, parity, triton, variants
 from .errors import SourceError
@@ -110,7 +110,7 @@ def convert_and_publish(source: Source, repo: Repository, name: str, options: Op
 def _copy_extra_files(staged: Path, extra_files: dict[str, Path]) -> None:
     import shutil
 
-    reserved = {MODEL_FILE, SOURCE_DIR, "manifest.json"}
+    reserved = {MODEL_FILE, SOURCE_DIR, MANIFEST_FILE}
     for rel, src in extra_files.items():
         target = (staged / rel).resolve()
         if Path(rel).is_absolute() or staged.resolve() not in target.parents or Path(rel).parts[0] in reserved:
