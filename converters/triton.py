@@ -19,8 +19,8 @@ def _dims(value_info) -> list[int]:
 
 def tensor_specs(graph, batched: bool):
     specs = []
+    initializers = {t.name for t in graph.initializer}
     for kind, values in (("input", graph.input), ("output", graph.output)):
-        initializers = {t.name for t in graph.initializer}
         out = []
         for value in values:
             if value.name in initializers:
