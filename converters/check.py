@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .errors import InvalidModelError, UnsupportedOpError
+from .errors import InvalidModelError, UnsupportedOpError, first_line
 
 # Domains onnxruntime implements; anything else (e.g. tf2onnx's "ai.onnx.converters.tensorflow")
 # is a TensorFlow op tf2onnx could not convert.
@@ -54,7 +54,7 @@ def check_model_file(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=False)
     except onnx.checker.ValidationError as exc:
-        raise InvalidModelError(f"{path.name}: fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        raise InvalidModelError(f"{path.name}: fails onnx.checker: {first_line(exc)}") from None
 
 
 def open_session(path: Path):
@@ -66,4 +66,4 @@ def open_session(path: Path):
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own pybind exception types
-        raise InvalidModelError(f"{path.name}: onnxruntime cannot load it: {str(exc).splitlines()[0]}") from None
+        raise InvalidModelError(f"{path.name}: onnxruntime cannot load it: {first_line(exc)}") from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, first_line
 from .base import InputSpec, Source
 
 SOURCE_FILE = "model.pb"
@@ -61,7 +61,7 @@ def load_graphdef(path: Path, inputs: list[str] | None = None, outputs: list[str
         try:
             tf.compat.v1.import_graph_def(graph_def, name="")
         except (ValueError, tf.errors.OpError) as exc:
-            raise SourceError(f"{origin}: the GraphDef does not import: {str(exc).splitlines()[0]}") from None
+            raise SourceError(f"{origin}: the GraphDef does not import: {first_line(exc)}") from None
     specs = []
     for tensor_name in in_tensors:
         tensor = graph.get_tensor_by_name(tensor_name)
