@@ -2,10 +2,10 @@
 
 One scheduling task per loaded version waits for a free instance, then forms a batch from
 the head of the queue: requests whose non-batch shapes and datatypes match, in arrival
-order, up to ``max_batch_size`` rows. It runs the batch at once when it reaches
-``max_batch_size`` or the largest preferred size, or when it is exactly a preferred size
-and nothing else waits; otherwise it waits for more requests until the oldest one has
-queued for ``max_queue_delay_microseconds``. While every instance is busy, requests
+order, up to ``max_batch_size`` rows. As in Triton, when a prefix of them adds up to a
+preferred size it runs the largest such prefix at once and leaves the rest queued;
+otherwise it runs everything at ``max_batch_size`` rows, or waits for more requests until
+the oldest one has queued for ``max_queue_delay_microseconds``. While every instance is busy, requests
 accumulate, so batches grow under load even with no delay (Triton's behaviour).
 
 A batch that fails fails only the requests in it. A model without batching
@@ -142,13 +142,13 @@ class Batcher:
             if policy.max_batch_size == 0:
                 return [self._take([self._queue[0]])[0]]
             chosen, blocked = self._candidates()
+            preferred = self._largest_preferred(chosen)
+            if preferred:
+                return self._take(chosen[:preferred])
             rows = sum(r.rows for r in chosen)
             deadline_ns = self._queue[0].enqueued_ns + policy.max_queue_delay_us * 1000
             wait_ns = deadline_ns - time.perf_counter_ns()
-            preferred = policy.preferred_batch_sizes
-            full = (rows >= policy.max_batch_size or (preferred and rows >= preferred[-1])
-                    or blocked or (rows in preferred and len(chosen) == len(self._queue)))
-            if full or self._flush or wait_ns <= 0:
+            if rows >= policy.max_batch_size or blocked or self._flush or wait_ns <= 0:
                 return self._take(chosen)
             self._arrived.clear()
             try:
@@ -169,6 +169,20 @@ class Batcher:
             chosen.append(request)
             rows += request.rows
         return chosen, False
+
+    def _largest_preferred(self, chosen: list[_Request]) -> int:
+        """How many of ``chosen`` make the largest preferred batch size, or 0 if none does.
+
+        Triton sends such a batch at once, without waiting out the delay, and leaves the
+        rest queued: with several instances, the next one takes them.
+        """
+        sizes = self.policy.preferred_batch_sizes
+        best, rows = 0, 0
+        for count, request in enumerate(chosen, start=1):
+            rows += request.rows
+            if rows in sizes:
+                best = count
+        return best
 
     def _take(self, chosen: list[_Request]) -> list[_Request]:
         taken = set(map(id, chosen))

@@ -89,3 +89,23 @@ async def test_full_queue_is_refused_with_429():
     release.set()
     await asyncio.gather(first, *queued)
     await batcher.close()
+
+
+async def test_preferred_sizes_form_the_largest_preferred_batch_first():
+    sizes: list[int] = []
+
+    async def run(inputs):
+        sizes.append(len(inputs["X"]))
+        return {"Y": inputs["X"] * 2}
+
+    # Triton's rule: of 7 queued rows with preferred sizes 2 and 4, send 4 at once, then 2
+    # at once, and let the last one wait out the queue delay.
+    batcher = Batcher(run, BatchPolicy(max_batch_size=8, max_queue_delay_us=20_000, preferred_batch_sizes=(2, 4)),
+                      concurrency=2, stats=VersionStats(), name="test")
+    batcher.start()
+    rows = [np.array([[float(i)]]) for i in range(7)]
+    results = await asyncio.gather(*(batcher.submit({"X": r}, 1) for r in rows))
+    await batcher.close()
+    assert sizes == [4, 2, 1]
+    for r, (outputs, timing) in zip(rows, results):
+        np.testing.assert_array_equal(outputs["Y"], r * 2)
