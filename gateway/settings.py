@@ -96,7 +96,8 @@ class RuntimeSettings(BaseModel):
     """How the CUDA arena grows; ``kSameAsRequested`` keeps memory tight under a limit."""
 
     intra_op_threads: int = Field(0, ge=0)
-    """Threads inside one operator; 0 lets onnxruntime use one per physical core."""
+    """Threads inside one operator; 0: onnxruntime's default (one per physical core) for a
+    single instance, the cores shared out between instances when there are several."""
 
     inter_op_threads: int = Field(0, ge=0)
     """Threads across independent operators (parallel execution mode only); 0: default."""

@@ -43,7 +43,8 @@ _HIDDEN = ".building-"
 
 
 def python_backend_config(config: ModelConfig, *, instances: int = 1, intra_op_threads: int = 0) -> ModelConfig:
-    """``config`` served by the Python backend: same tensors, batching and policy."""
+    """``config`` served by the Python backend: same tensors, batching, policy and
+    onnxruntime parameters; ``intra_op_threads`` applies where the config names none."""
     wrapped = ModelConfig()
     wrapped.CopyFrom(config)
     wrapped.platform = ""
@@ -52,7 +53,8 @@ def python_backend_config(config: ModelConfig, *, instances: int = 1, intra_op_t
     group = wrapped.instance_group.add()
     group.kind = group.KIND_CPU
     group.count = sum(g.count for g in config.instance_group) or instances
-    wrapped.parameters["intra_op_threads"].string_value = str(intra_op_threads)
+    if intra_op_threads and "intra_op_thread_count" not in config.parameters:
+        wrapped.parameters["intra_op_thread_count"].string_value = str(intra_op_threads)
     return wrapped
 
 

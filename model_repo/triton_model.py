@@ -15,20 +15,37 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
-def _param(config, key, default):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value in (None, "") else value
+def _session_options(config):
+    """The keys Triton's onnxruntime backend reads from ``parameters``, as the gateway does
+    (gateway/runtime/session_options.py, which validates them when the gateway loads)."""
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(params.get("intra_op_thread_count") or 0)
+    options.inter_op_num_threads = int(params.get("inter_op_thread_count") or 0)
+    if params.get("execution_mode") == "1":
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    for key, attribute in (("enable_mem_arena", "enable_cpu_mem_arena"), ("enable_mem_pattern", "enable_mem_pattern")):
+        if key in params:
+            setattr(options, attribute, params[key].strip().lower() in ("1", "true", "on", "yes"))
+    level = config.get("optimization", {}).get("graph", {}).get("level", 0)
+    options.graph_optimization_level = {
+        -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, 1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL}.get(int(level), ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    # Unless the model says otherwise, idle threads sleep: spinning ones would steal the
+    # cores the server's other instances (separate stub processes) need.
+    entries = {"session.intra_op.allow_spinning": "0"}
+    entries.update((k, v) for k, v in params.items() if k.startswith("session."))
+    for key, value in entries.items():
+        options.add_session_config_entry(key, value)
+    options.log_severity_level = 3
+    return options
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(_param(config, "intra_op_threads", "0"))
-        # Spinning threads would steal the cores the server's other instances need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
+        options = _session_options(config)
         self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
         self.batching = config.get("max_batch_size", 0) > 0
         self.inputs = [(t["name"], t["data_type"] == "TYPE_STRING") for t in config["input"]]

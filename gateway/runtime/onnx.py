@@ -22,15 +22,10 @@ from ..errors import BadRequest, InferenceError, LoadError
 from ..settings import RuntimeSettings
 from .base import Runtime
 from .providers import CUDA, ProviderChoice, choose_provider
+from .session_options import session_options
 
 log = logging.getLogger("tunegate.runtime")
 
-_OPT_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
 # onnxruntime's type strings for the v2 datatypes.
 _ORT_TYPES = {
     "BOOL": "tensor(bool)", "UINT8": "tensor(uint8)", "UINT16": "tensor(uint16)", "UINT32": "tensor(uint32)",
@@ -85,14 +80,7 @@ class OnnxRuntime(Runtime):
 
     def _load_blocking(self) -> None:
         choice = choose_provider(self.settings)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = _OPT_LEVELS[self.settings.graph_optimization_level]
-        options.intra_op_num_threads = self.settings.intra_op_threads
-        options.inter_op_num_threads = self.settings.inter_op_threads
-        options.enable_cpu_mem_arena = self.settings.cpu_arena
-        options.add_session_config_entry("session.intra_op.allow_spinning",
-                                         "1" if self.settings.intra_op_spinning else "0")
-        options.log_severity_level = 3  # errors only: fallbacks are reported by us, with reasons
+        options = session_options(self.settings, self.config, self._instances, f"{self.model} version {self.version}")
         try:
             session = ort.InferenceSession(str(self.path), sess_options=options, providers=choice.providers)
         except Exception as exc:  # onnxruntime raises its own exception types, all as "not loadable"
