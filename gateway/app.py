@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 from model_repo import Repository, RepositoryWatcher
 from prometheus_client import CollectorRegistry
 
@@ -47,48 +49,58 @@ class AccessLogger(AbstractAccessLogger):
                          response.headers.get(REQUEST_ID, "-"))
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler) -> web.StreamResponse:
-    request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
-    request_id = request_id[:128]  # a client's id is echoed, but not an unbounded one
-    token = REQUEST_ID_VAR.set(request_id)  # request capture files the inputs under it
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers[REQUEST_ID] = request_id
-        raise
-    finally:
-        REQUEST_ID_VAR.reset(token)
-    response.headers[REQUEST_ID] = request_id
-    return response
+def request_middleware() -> Middleware:
+    """Every request gets an id and every error becomes ``{"error": msg}`` with its status.
 
+    The id is the client's X-Request-ID echoed, or a random per-process prefix and a
+    counter (unique like a uuid4, without a call into the kernel's random source per
+    request). One middleware rather than two: each layer costs every request a coroutine.
+    """
+    prefix = secrets.token_hex(8)
+    counter = itertools.count(1)
 
-@web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """The one place errors become ``{"error": msg}`` with their status."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        request_id = request.headers.get(REQUEST_ID) or f"{prefix}{next(counter):016x}"
+        request_id = request_id[:128]  # a client's id is echoed, but not an unbounded one
+        token = REQUEST_ID_VAR.set(request_id)  # request capture files the inputs under it
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                exc.headers[REQUEST_ID] = request_id
+                raise
+            response = _error_response(request, exc)
+        except (asyncio.CancelledError, KeyboardInterrupt):
             raise
+        except Exception as exc:
+            response = _error_response(request, exc)
+        finally:
+            REQUEST_ID_VAR.reset(token)
+        response.headers[REQUEST_ID] = request_id
+        return response
+
+    return middleware
+
+
+def _error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The one place errors become ``{"error": msg}`` with their status."""
+    if isinstance(exc, web.HTTPException):
         message = exc.text or exc.reason
         if exc.status == 413:
             message = f"request body too large: {message}"
         return web.json_response({"error": message}, status=exc.status)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        status = getattr(exc, "status", None)
-        if isinstance(exc, GatewayError) or isinstance(status, int):
-            return web.json_response({"error": getattr(exc, "message", str(exc))}, status=status)
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return web.json_response({"error": f"internal error: {type(exc).__name__}: {exc}"}, status=500)
+    status = getattr(exc, "status", None)
+    if isinstance(exc, GatewayError) or isinstance(status, int):
+        return web.json_response({"error": getattr(exc, "message", str(exc))}, status=status)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return web.json_response({"error": f"internal error: {type(exc).__name__}: {exc}"}, status=500)
 
 
 def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None = None,
                runtime_factory: RuntimeFactory | None = None) -> web.Application:
     app = web.Application(client_max_size=int(settings.max_body_bytes),
-                          middlewares=[request_id_middleware, error_middleware])
+                          middlewares=[request_middleware()])
     repo = Repository(settings.repo)
     book = StatsBook()
     fleet = TritonFleet()  # Triton endpoint pools, shared by every model forwarded to them

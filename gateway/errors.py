@@ -1,6 +1,6 @@
 """Errors raised by the gateway; each carries the HTTP status it is answered with.
 
-One middleware (``app.error_middleware``) turns these, model_repo's errors (which carry a
+One middleware (``app.request_middleware``) turns these, model_repo's errors (which carry a
 ``status`` too) and aiohttp's own HTTP errors into ``{"error": msg}``; anything else is a
 bug and becomes a 500 with its message logged, while the server keeps serving::
 

@@ -27,7 +27,7 @@ from .keys import DATAPLANE, REGISTRY, SETTINGS
 from .registry import Registry
 from .settings import Settings
 
-# The X-Request-ID of the request being handled (set by app.request_id_middleware), so a
+# The X-Request-ID of the request being handled (set by app.request_middleware), so a
 # captured infer can be found by the id the client saw in the response header.
 REQUEST_ID = contextvars.ContextVar[str | None]("tunegate_request_id", default=None)
 
