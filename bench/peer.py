@@ -6,8 +6,9 @@ Models: the chapter's MLP (100 -> 64 relu -> 10 softmax) and MobileNetV2 (weight
   (b) tritonserver (the nvidia-pytriton wheel's binary; its Python backend runs the same
       model.onnx on onnxruntime, see model_repo/triton.py: it has no ONNX Runtime backend),
   (c) the gateway forwarding to that tritonserver (runtime kind "triton").
-Both servers get the same config.pbtxt batching (dynamic batching, ``--delay-us``) and
-``--instances``. One client: tritonclient.http threads, batch 1 per request, binary
+Both servers get the same config.pbtxt: batching (dynamic batching, ``--delay-us``),
+``--instances``, and the onnxruntime parameters of serve.MODEL_PARAMETERS (the Python-backend
+model reads the same keys as the gateway). One client: tritonclient.http threads, batch 1 per request, binary
 tensors, at concurrency 1, 8, 32, 64. Prints samples/s, p50 and p99 (ms), and gateway /
 Triton ratios of throughput and of p99.
 

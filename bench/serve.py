@@ -4,11 +4,19 @@ Models: the chapter's MLP (100 -> 64 relu -> 10 softmax) and MobileNetV2 (weight
 alpha 1.0, 1000 classes) at ``--size`` (default 96x96x3), converted and published with
 converters.publish_keras_model. The gateway runs as its own process (``tunegate serve``);
 clients are threads with the official tritonclient.http, one request of batch 1 each, binary
-tensors, at concurrency 1, 8, 32, 64. In-process: one thread calling session.run at batch 1
-and at each batch size up to 64 (the best is the reference). Prints throughput (samples/s),
-p50 and p99 latency (ms) and the ratio to in-process throughput.
+tensors, at concurrency 1, 8, 32, 64. In-process: the same session options as the gateway
+(gateway.runtime.session_options on the same config.pbtxt) and as many threads calling
+session.run as the model has instances, at batch 1 and at each batch size up to 64 (the
+best is the reference). Prints throughput (samples/s), p50 and p99 latency (ms) and the
+ratio to in-process throughput.
+
+On a small machine the Python client's own CPU is a large share (about 0.3 ms per request
+here): ``--pin`` keeps it off the server's CPUs, as a client on another host would be, and
+the reference gets the server's CPUs only. This machine's speed also drifts between runs;
+``--rounds`` repeats everything and reports medians.
 
     .venv/bin/python bench/serve.py [--seconds 5] [--size 96] [--delay-us 2000] [--instances 1]
+                                    [--threads 0] [--pin] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -48,16 +56,28 @@ if not repo.has_model("mobilenet_v2"):
                    env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+# onnxruntime parameters per model, in config.pbtxt under Triton's keys (so both servers of
+# bench/peer.py run them alike). The MLP is too small for intra-op parallelism: a second
+# thread and spinning only burn the CPU that the HTTP side needs (measured: server CPU per
+# request 0.50 ms with the defaults, 0.25 ms with these).
+MODEL_PARAMETERS = {"mlp": {"intra_op_thread_count": "1", "session.intra_op.allow_spinning": "0"}}
+
+
 def tune_config(repo_dir: Path, name: str, delay_us: int, instances: int) -> None:
-    """An operator's edit of config.pbtxt: dynamic batching with a short delay."""
+    """An operator's edit of config.pbtxt: dynamic batching with a short delay, instances,
+    and the model's onnxruntime parameters."""
     from model_repo import Repository
 
     repo = Repository(repo_dir)
     config = repo.read_config(name)
     config.dynamic_batching.max_queue_delay_microseconds = delay_us
+    del config.dynamic_batching.preferred_batch_size[:]
     del config.instance_group[:]
     group = config.instance_group.add()
     group.count = instances
+    config.parameters.clear()
+    for key, value in MODEL_PARAMETERS.get(name, {}).items():
+        config.parameters[key].string_value = value
     repo.write_config(name, config)
 
 
@@ -76,22 +96,29 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
-def in_process(path: Path, sample: dict[str, np.ndarray], batch: int, seconds: float, threads: int):
+def in_process(path: Path, options, sample: dict[str, np.ndarray], batch: int, callers: int, seconds: float):
+    """``callers`` threads running one session at once, as the gateway's instances do."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the gateway runs it
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = {k: np.repeat(v, batch, axis=0) for k, v in sample.items()}
     for _ in range(3):
         session.run(None, feeds)
-    latencies = []
+    latencies: list[float] = []
     end = time.perf_counter() + seconds
-    while (now := time.perf_counter()) < end:
-        session.run(None, feeds)
-        latencies.append(time.perf_counter() - now)
-    return batch * len(latencies) / sum(latencies), *percentiles(latencies)
+
+    def caller():
+        while (now := time.perf_counter()) < end:
+            session.run(None, feeds)
+            latencies.append(time.perf_counter() - now)
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return batch * len(latencies) / (time.perf_counter() - began), *percentiles(latencies)
 
 
 def through_gateway(url: str, model: str, sample: dict[str, np.ndarray], datatypes: dict[str, str],
@@ -161,16 +188,30 @@ def wait_ready(url: str, process: subprocess.Popen, what: str) -> None:
         time.sleep(0.2)
 
 
-def start_gateway(repo_dir: Path, port: int, threads: int, triton_url: str | None) -> subprocess.Popen:
+def start_gateway(repo_dir: Path, port: int, threads: int, triton_url: str | None,
+                  cpus: set[int] | None = None) -> subprocess.Popen:
     env = {**os.environ, "TUNEGATE_RUNTIME__PROVIDER": "cpu", "TUNEGATE_RUNTIME__INTRA_OP_THREADS": str(threads),
            "TUNEGATE_ACCESS_LOG": "false", "TUNEGATE_LOG_LEVEL": "WARNING", "TUNEGATE_MODEL_CONTROL": "none"}
     if triton_url:
         env["TUNEGATE_RUNTIME__KIND"] = "triton"
         env["TUNEGATE_RUNTIME__TRITON"] = json.dumps({"endpoints": [triton_url]})
     process = subprocess.Popen([sys.executable, str(ROOT / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
-                                "--port", str(port)], env=env, cwd=ROOT)
+                                "--port", str(port)], env=env, cwd=ROOT,
+                               preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     wait_ready(f"127.0.0.1:{port}", process, f"gateway on {port}")
     return process
+
+
+def split_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """With ``pin``: the server (and the in-process reference) on the first half of this
+    process's CPUs, the clients on the rest, as if the clients ran on another host."""
+    if not pin:
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
 
 
 def main() -> int:
@@ -179,7 +220,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=96, help="MobileNetV2 input height/width")
     parser.add_argument("--delay-us", type=int, default=2000, help="max_queue_delay_microseconds")
     parser.add_argument("--instances", type=int, default=1, help="instance_group count (concurrent runs)")
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: one per core)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads (0: the gateway's default; with --pin, the pinned CPUs per instance)")
+    parser.add_argument("--pin", action="store_true",
+                        help="server and in-process reference on half the CPUs, clients on the other half")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat everything; report medians")
     parser.add_argument("--repo", type=Path, help="reuse a repository (converted models are cached there)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--models", default="mlp,mobilenet_v2")
@@ -188,39 +233,56 @@ def main() -> int:
     repo_dir = args.repo or Path(tempfile.mkdtemp(prefix="tunegate-bench-"))
     repo_dir.mkdir(parents=True, exist_ok=True)
     build_models(repo_dir, args.size)
+    from gateway.runtime.session_options import session_options
+    from gateway.settings import RuntimeSettings
     from model_repo import Repository
 
     repo = Repository(repo_dir)
     names = args.models.split(",")
     for name in names:
         tune_config(repo_dir, name, args.delay_us, args.instances)
+    server_cpus, client_cpus = split_cpus(args.pin)
+    threads = args.threads or (max(1, len(server_cpus) // args.instances) if server_cpus else 0)
+    settings = RuntimeSettings(provider="cpu", intra_op_threads=threads)
 
-    server = start_gateway(repo_dir, args.port, args.threads, None)
+    server = start_gateway(repo_dir, args.port, threads, None, server_cpus)
     url = f"127.0.0.1:{args.port}"
     try:
         print(f"# {os.cpu_count()} cores; MobileNetV2 input {args.size}x{args.size}x3; delay {args.delay_us} us; "
-              f"instances {args.instances}; intra-op threads {args.threads or 'default'}; {args.seconds:g} s each")
-        print(f"{'model':<14}{'mode':<26}{'samples/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'vs best':>9}")
+              f"instances {args.instances}; intra-op threads {threads or 'default'}; {args.seconds:g} s each; "
+              f"median of {args.rounds} round(s); "
+              + (f"server on CPUs {sorted(server_cpus)}, clients on {sorted(client_cpus)}" if args.pin
+                 else "server and clients share the CPUs"))
+        print(f"{'model':<14}{'mode':<30}{'samples/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'vs best':>9}")
         for name in names:
             sample, types = request_sample(repo, name)
-            path = repo.model_path(name, repo.resolve(name))
-            rows = []
-            best = (0.0, 0)
-            for batch in (1, 8, 16, 32, 64):
-                tput, p50, p99 = in_process(path, sample, batch, args.seconds / 2, args.threads)
-                if batch == 1:
-                    rows.append(("in-process batch 1", tput, p50, p99))
-                if tput > best[0]:
-                    best = (tput, batch, p50, p99)
-            rows.append((f"in-process best (b={best[1]})", best[0], best[2], best[3]))
-            for concurrency in (1, 8, 32, 64):
-                before = stats(url, name)
-                tput, p50, p99 = through_gateway(url, name, sample, types, concurrency, args.seconds)
-                after = stats(url, name)
-                batch = (after[0] - before[0]) / max(1, after[1] - before[1])
-                rows.append((f"gateway c={concurrency} (avg b={batch:.1f})", tput, p50, p99))
+            version = repo.resolve(name)
+            path = repo.model_path(name, version)
+            # The reference runs the session exactly as the gateway does: same options, and
+            # as many concurrent runs as the model has instances.
+            options = session_options(settings, repo.read_config(name), args.instances, name)
+            results: dict[str, list[tuple[float, float, float]]] = {}
+            for _ in range(args.rounds):
+                if server_cpus:
+                    os.sched_setaffinity(0, server_cpus)
+                for batch in (1, 8, 16, 32, 64):
+                    results.setdefault(f"b={batch}", []).append(
+                        in_process(path, options, sample, batch, args.instances, args.seconds / 2))
+                if client_cpus:
+                    os.sched_setaffinity(0, client_cpus)
+                for concurrency in (1, 8, 32, 64):
+                    before = stats(url, name)
+                    measured = through_gateway(url, name, sample, types, concurrency, args.seconds)
+                    after = stats(url, name)
+                    batch = (after[0] - before[0]) / max(1, after[1] - before[1])
+                    results.setdefault(f"c={concurrency}", []).append((*measured, batch))
+            median = {key: tuple(float(np.median(column)) for column in zip(*runs)) for key, runs in results.items()}
+            best = max((key for key in median if key.startswith("b=")), key=lambda key: median[key][0])
+            rows = [("in-process batch 1", *median["b=1"]), (f"in-process best ({best})", *median[best])]
+            rows += [(f"gateway {key} (avg b={median[key][3]:.1f})", *median[key][:3])
+                     for key in median if key.startswith("c=")]
             for mode, tput, p50, p99 in rows:
-                print(f"{name:<14}{mode:<26}{tput:>11.1f}{p50:>9.2f}{p99:>9.2f}{tput / best[0]:>8.2f}x")
+                print(f"{name:<14}{mode:<30}{tput:>11.1f}{p50:>9.2f}{p99:>9.2f}{tput / median[best][0]:>8.2f}x")
             sys.stdout.flush()
     finally:
         server.terminate()
