@@ -71,9 +71,7 @@ def request_middleware() -> Middleware:
                 exc.headers[REQUEST_ID] = request_id
                 raise
             response = _error_response(request, exc)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
+        except Exception as exc:  # not CancelledError: a client gone away is not an error to answer
             response = _error_response(request, exc)
         finally:
             REQUEST_ID_VAR.reset(token)
