@@ -1,11 +1,17 @@
-"""Durable file-system primitives: fsync of files and directories, atomic replace."""
+"""Durable file-system primitives: fsync of files and directories, atomic replace, and an
+exclusive lock between processes on a directory."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+LOCK_FILE = ".lock"
 
 
 def fsync_path(path: Path) -> None:
@@ -43,3 +49,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path) -> Iterator[None]:
+    """Hold an ``flock`` on ``directory/.lock`` (created, with the directory, if missing):
+    writers in other processes that take it too wait their turn."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -23,7 +23,6 @@ Shards rotate when the next record would take one past ``max_shard_bytes``.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 import re
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .durable import fsync_path
+from .durable import exclusive_lock, fsync_path
 from .errors import RepositoryError
 
 FEEDBACK_DIR = ".feedback"
@@ -47,7 +46,6 @@ LABEL_KEY = "label"
 _INPUT_PREFIX = "in:"
 _HEADER = struct.Struct("<II")  # payload length, crc32
 _SHARD_RE = re.compile(r"^shard-(\d{8})\.tgfb$")
-_LOCK_FILE = ".lock"
 DEFAULT_MAX_SHARD_BYTES = 64 << 20
 
 
@@ -151,11 +149,9 @@ class FeedbackWriter:
 
     def _open_new_shard(self) -> None:
         self._close_fd()
-        self.directory.mkdir(parents=True, exist_ok=True)
         # The number is chosen under an exclusive lock and the file created with O_EXCL,
         # so two writers (two gateway workers) never share a shard.
-        with open(self.directory / _LOCK_FILE, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(self.directory):
             numbers = [int(m.group(1)) for p in self.directory.iterdir()
                        if (m := _SHARD_RE.match(p.name))]
             path = self.directory / f"shard-{max(numbers, default=0) + 1:08d}{SHARD_SUFFIX}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import os
 import shutil
 import uuid
@@ -25,13 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import CONFIG_FILE, ModelConfig, read_config, write_config
-from .durable import atomic_write_json, fsync_path, fsync_tree
+from .durable import atomic_write_json, exclusive_lock, fsync_path, fsync_tree
 from .errors import IntegrityError, ModelNotFound, PublishError, VersionNotFound
 from .manifest import MANIFEST_FILE, MODEL_FILE, Manifest, digest_tree, read_manifest, sha256_file
 from .names import check_model_name, inside, parse_version
 from .policy import available_versions
 
-_LOCK_FILE = ".lock"
 _HIGH_WATER_FILE = ".last-version"  # numbers are never reused, even after removal
 _STAGING_PREFIX = ".staging-"
 _TRASH_PREFIX = ".removing-"
@@ -235,16 +233,8 @@ class Repository:
             pass
         return max(numbers, default=0) + 1
 
-    @contextlib.contextmanager
-    def _locked(self, model: str) -> Iterator[None]:
-        model_path = self.model_dir(model)
-        model_path.mkdir(parents=True, exist_ok=True)
-        with open(model_path / _LOCK_FILE, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self, model: str) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self.model_dir(model))
 
     # ---------------------------------------------------------------- removing
     def remove_version(self, model: str, version: int | str) -> None:
