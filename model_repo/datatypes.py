@@ -15,10 +15,16 @@ class Datatype:
     numpy: np.dtype
     onnx: int  # onnx.TensorProto.DataType value
 
+    @property
+    def onnxruntime_type(self) -> str:
+        """onnxruntime's type string for a tensor of this type, e.g. ``tensor(float)``."""
+        return f"tensor({_ONNX_NAMES[self.onnx].lower()})"
+
 
 # ONNX TensorProto enum values, written out so this module needs no onnx import.
 _ONNX = {"FLOAT": 1, "UINT8": 2, "INT8": 3, "UINT16": 4, "INT16": 5, "INT32": 6, "INT64": 7,
          "STRING": 8, "BOOL": 9, "FLOAT16": 10, "DOUBLE": 11, "UINT32": 12, "UINT64": 13}
+_ONNX_NAMES = {value: name for name, value in _ONNX.items()}
 
 DATATYPES: tuple[Datatype, ...] = (
     Datatype("BOOL", mc.TYPE_BOOL, np.dtype(np.bool_), _ONNX["BOOL"]),

@@ -26,15 +26,6 @@ from .session_options import session_options
 
 log = logging.getLogger("tunegate.runtime")
 
-# onnxruntime's type strings for the v2 datatypes.
-_ORT_TYPES = {
-    "BOOL": "tensor(bool)", "UINT8": "tensor(uint8)", "UINT16": "tensor(uint16)", "UINT32": "tensor(uint32)",
-    "UINT64": "tensor(uint64)", "INT8": "tensor(int8)", "INT16": "tensor(int16)", "INT32": "tensor(int32)",
-    "INT64": "tensor(int64)", "FP16": "tensor(float16)", "FP32": "tensor(float)", "FP64": "tensor(double)",
-    "BYTES": "tensor(string)",
-}
-
-
 def instance_count(config: ModelConfig, settings: RuntimeSettings) -> int:
     """config.pbtxt's ``instance_group`` counts win over the settings, as in Triton."""
     counts = sum(group.count for group in config.instance_group)
@@ -112,7 +103,7 @@ class OnnxRuntime(Runtime):
                 if arg is None:
                     raise LoadError(f"{self.model} version {self.version}: config {kind} {meta.name!r} is "
                                     f"not in the ONNX model (it has {sorted(actual)})")
-                if arg.type != _ORT_TYPES[meta.datatype]:
+                if arg.type != datatypes.from_v2(meta.datatype).onnxruntime_type:
                     raise LoadError(f"{self.model} version {self.version}: {kind} {meta.name!r} is {arg.type} "
                                     f"in the ONNX model, {meta.datatype} in config.pbtxt")
                 if kind == "input" and len(arg.shape) != len(meta.dims) + extra_batch:
