@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import http.client
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,16 +21,11 @@ from gateway.app import AccessLogger, create_app
 from gateway.keys import REGISTRY
 from gateway.settings import Settings
 from model_repo import Repository
+from model_repo.triton import free_port
 
 from . import models
 
 API_KEY = "s3cret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

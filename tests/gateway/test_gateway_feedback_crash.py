@@ -14,9 +14,10 @@ import numpy as np
 
 from model_repo import Repository
 from model_repo.feedback import feedback_dir, read_feedback
+from model_repo.triton import free_port
 
 from . import loop_models
-from .conftest import free_port, wait_for
+from .conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
