@@ -55,7 +55,8 @@ class DataPlane:
         }
 
     def model_ready(self, model: str, version: str | None = None) -> bool:
-        return self.registry.route(model, version).runtime.ready
+        # No canary draw: readiness does not depend on it, and infer draws once for itself.
+        return self.registry.route(model, version, split=False).runtime.ready
 
     def model_config(self, model: str, version: str | None = None) -> dict[str, Any]:
         return config_to_dict(self.registry.route(model, version).config)
