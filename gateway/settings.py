@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     max_elements: int = Field(1 << 26, ge=1)
     """Largest element count of one input tensor: a sanity check before any allocation."""
 
+    decode_budget_bytes: ByteSize = ByteSize(256 * MiB)
+    """Memory that the requests being read and decoded at one time may claim together (their
+    bodies and the arrays built from them). A request that would take the total over it is
+    answered 503 at once, with a message saying so, instead of growing the process."""
+
     max_queue_size: int = Field(1024, ge=1)
     """Queue bound for a model whose config.pbtxt sets none (Triton's 0 means unbounded;
     tunegate never queues without bound)."""
@@ -156,6 +161,14 @@ class Settings(BaseSettings):
 
     poll_interval_seconds: float = Field(2.0, gt=0)
     """How often the repository is scanned in ``poll`` mode."""
+
+    strict_readiness: bool = True
+    """Triton's rule: ``/v2/health/ready`` answers 200 only when every model that should be
+    loaded has a ready version. Off: ready once the initial load has finished."""
+
+    exit_on_error: bool = False
+    """Exit at start-up (status 1) when a model fails its initial load, instead of serving
+    the others."""
 
     exit_timeout_seconds: float = Field(30.0, ge=0)
     """On shutdown, how long in-flight requests may take to finish before they are cut."""
