@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from model_repo import ModelConfig, Repository, RepositoryError
-from model_repo.policy import available_versions
+# The serving rule is the repository's (the CLI applies it too); re-exported for the registry.
+from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, plan_versions  # noqa: F401
 
 from .errors import BadRequest
 from .loop_settings import LoopSettings
@@ -39,42 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunegate.canary")
 
-REJECTED = "rejected"
-CANARY, PROMOTED, ROLLED_BACK = "canary", "promoted", "rolled_back"
 _LATENCY_SAMPLES = 10_000  # per side; a window larger than this keeps the newest
-
-
-def _pending(manifest) -> bool:
-    return bool(manifest.extra.get("training")) and not manifest.extra.get("canary")
-
-
-def plan_versions(repo: Repository, model: str, config: ModelConfig,
-                  canary: bool) -> tuple[list[int], int | None]:
-    """The versions to serve and the pending canary among them (blocking: reads manifests).
-
-    Rejected versions are left out before the version policy applies, so after a rollback
-    the policy's ``latest 1`` is the stable version again."""
-    versions = repo.list_versions(model)
-    manifests = {}
-    for v in versions:
-        try:
-            manifests[v] = repo.read_manifest(model, v)
-        except RepositoryError:
-            manifests[v] = None  # e.g. a hand-made version without a manifest: an ordinary one
-    eligible = [v for v in versions if manifests[v] is None or manifests[v].status != REJECTED]
-    wanted = available_versions(config, eligible)
-    if not canary or not wanted:
-        return wanted, None
-    newest = wanted[-1]
-    if manifests[newest] is None or not _pending(manifests[newest]):
-        return wanted, None
-    # Undecided canaries never count as stable (a second fine-tuned version must not make
-    # the first one the stable side of its comparison).
-    stable = available_versions(config, [v for v in eligible
-                                         if manifests[v] is None or not _pending(manifests[v])])
-    if not stable:
-        return wanted, None  # nothing to compare with: the first version just serves
-    return sorted(set(stable) | {newest}), newest
 
 
 @dataclass

@@ -3,6 +3,7 @@
 Imports nothing from the rest of tunegate; the gateway, converters and trainer import it.
 """
 
+from .canary_state import PROMOTED, REJECTED, ROLLED_BACK, ServingPlan, is_pending, plan_versions, read_plan
 from .config import CONFIG_FILE, ModelConfig, TensorSpec, config_to_dict, make_config, parse_config
 from .errors import (
     ConfigError,
@@ -22,7 +23,8 @@ from .watch import Change, RepoEvent, RepositoryWatcher
 __all__ = [
     "CONFIG_FILE", "MANIFEST_FILE", "MODEL_FILE", "SOURCE_DIR",
     "Change", "ConfigError", "IntegrityError", "InvalidName", "Manifest", "ManifestError",
-    "ModelConfig", "ModelNotFound", "PublishError", "RepoEvent", "Repository",
-    "RepositoryError", "RepositoryWatcher", "TensorSpec", "VersionNotFound",
-    "check_model_name", "config_to_dict", "make_config", "parse_config", "parse_version",
+    "ModelConfig", "ModelNotFound", "PROMOTED", "PublishError", "REJECTED", "ROLLED_BACK", "RepoEvent",
+    "Repository", "RepositoryError", "RepositoryWatcher", "ServingPlan", "TensorSpec", "VersionNotFound",
+    "check_model_name", "config_to_dict", "is_pending", "make_config", "parse_config", "parse_version",
+    "plan_versions", "read_plan",
 ]

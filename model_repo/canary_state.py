@@ -1,0 +1,94 @@
+"""Which versions serve and which one is a pending canary, decided from the manifests alone.
+
+The rule lives here, beside the repository, so that every reader agrees on it: the
+gateway's registry (what to load and split traffic for), its canary controller, and
+``tunegate models list|show|promote|rollback`` (which cannot import the gateway).
+
+- a version whose manifest ``status`` is ``rejected`` never serves again;
+- a version published by a fine-tune job (its manifest has ``training``) with no
+  ``canary`` decision yet is *pending*: while it is the newest, it serves beside the
+  stable versions (the ones the version policy picks among the decided ones);
+- promotion writes ``canary: {"state": "promoted", ...}`` into its manifest; rollback
+  writes ``status: "rejected"`` and the same report with ``"state": "rolled_back"``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ModelConfig
+from .errors import RepositoryError
+from .manifest import Manifest
+from .policy import available_versions
+from .repository import Repository
+
+REJECTED = "rejected"  # manifest status of a rolled-back version
+CANARY, PROMOTED, ROLLED_BACK = "canary", "promoted", "rolled_back"  # states of a canary report
+
+
+def is_pending(manifest: Manifest) -> bool:
+    """A fine-tuned version nobody has decided on yet."""
+    return bool(manifest.extra.get("training")) and not manifest.extra.get("canary")
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """What the repository says should serve, with canaries on (``canary`` is None when
+    no canary is pending or there is no stable version to compare it with)."""
+
+    serving: list[int]
+    canary: int | None
+    rejected: list[int] = field(default_factory=list)
+
+    @property
+    def stable(self) -> list[int]:
+        return [v for v in self.serving if v != self.canary]
+
+
+def read_plan(repo: Repository, model: str, config: ModelConfig, canary: bool = True) -> ServingPlan:
+    """The plan for ``model`` (blocking: reads every manifest).
+
+    Rejected versions are left out before the version policy applies, so after a rollback
+    the policy's ``latest 1`` is the stable version again."""
+    manifests = _manifests(repo, model)
+    rejected = [v for v, m in manifests.items() if m is not None and m.status == REJECTED]
+    eligible = [v for v in manifests if v not in rejected]
+    wanted = available_versions(config, eligible)
+    if not canary or not wanted:
+        return ServingPlan(wanted, None, rejected)
+    newest = wanted[-1]
+    if manifests[newest] is None or not is_pending(manifests[newest]):
+        return ServingPlan(wanted, None, rejected)
+    # Undecided canaries never count as stable (a second fine-tuned version must not make
+    # the first one the stable side of its comparison).
+    stable = available_versions(config, [v for v in eligible
+                                         if manifests[v] is None or not is_pending(manifests[v])])
+    if not stable:
+        return ServingPlan(wanted, None, rejected)  # nothing to compare with: the first version just serves
+    return ServingPlan(sorted(set(stable) | {newest}), newest, rejected)
+
+
+def plan_versions(repo: Repository, model: str, config: ModelConfig,
+                  canary: bool) -> tuple[list[int], int | None]:
+    """The versions to serve and the pending canary among them (blocking: reads manifests)."""
+    plan = read_plan(repo, model, config, canary)
+    return plan.serving, plan.canary
+
+
+def decision_report(version: int, stable: int | None, outcome: str, reason: str) -> dict[str, Any]:
+    """The ``canary`` entry a decision taken outside the gateway writes into the manifest
+    (the gateway's own adds the window's evidence)."""
+    return {"version": version, "stable_version": stable, "state": outcome, "reason": reason,
+            "manual": True, "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _manifests(repo: Repository, model: str) -> dict[int, Manifest | None]:
+    manifests: dict[int, Manifest | None] = {}
+    for v in repo.list_versions(model):
+        try:
+            manifests[v] = repo.read_manifest(model, v)
+        except RepositoryError:
+            manifests[v] = None  # e.g. a hand-made version without a manifest: an ordinary one
+    return manifests
