@@ -13,6 +13,7 @@ import pytest
 from model_repo import Repository
 
 TUNEGATE = Path(sys.executable).with_name("tunegate")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def convert(*args, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -23,7 +24,8 @@ def convert(*args, env_extra: dict[str, str] | None = None) -> subprocess.Comple
 
 @pytest.fixture(scope="module")
 def repo_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cli-repo")
+    """Not there yet: the first conversion creates it (its parent exists)."""
+    return tmp_path_factory.mktemp("cli") / "repo"
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,11 @@ def test_progress_goes_to_stderr(first_two_runs):
     assert "convert mlp" in first_two_runs[0].stderr
 
 
+def test_a_new_repository_is_created_and_said_so(first_two_runs, repo_dir):
+    assert f"tunegate convert: created a new model repository at {repo_dir}" in first_two_runs[0].stderr
+    assert "created a new model repository" not in first_two_runs[1].stderr
+
+
 def test_corrupt_h5_fails_cleanly_with_no_new_version(corpus, first_two_runs, repo_dir):
     result = convert(corpus["corrupt_h5"], "--repo", repo_dir, "--name", "mlp", "--json")
     assert result.returncode == 2
@@ -114,3 +121,56 @@ def test_graphdef_through_the_cli(corpus, tmp_path):
     assert json.loads(result.stdout)["parity"]["passed"]
     assert "convert frozen" not in result.stderr  # --quiet
     assert (tmp_path / "frozen" / "1" / "source" / "model.pb").is_file()
+
+
+def test_help_lists_the_exit_codes():
+    result = subprocess.run([str(TUNEGATE), "convert", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "Exit status: 0 published; 2 bad arguments or source file" in result.stdout
+    for code in ("3 unknown custom object", "4 an op the converter cannot handle", "5 invalid ONNX",
+                 "6 parity failure", "1 other failure"):
+        assert code in result.stdout.replace("\n", " ")
+
+
+def _cheap(*args) -> tuple[int, list[str], set[str]]:
+    """Run convert with ``-X importtime``: (exit status, stderr lines that are not import
+    timings, top-level packages imported)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "tunegate_cli.py"), "convert",
+                             *map(str, args)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    lines = result.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    return result.returncode, [line for line in lines if not line.startswith("import time:")], imported
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name", "../escape"], "--name: invalid model name '../escape'"),
+    (["--name", "m", "--opset", "99"], "opset 99 is not supported; expected 13..18"),
+    (["--name", "m", "--atol", "-1"], "tolerances must be >= 0"),
+    (["--name", "m", "--max-batch-size", "0"], "max batch size must be >= 1"),
+    (["--name", "m", "--parent-version", "0"], "--parent-version: invalid version 0"),
+    (["--name", "m", "--sample", "/nonexistent/sample.npz"], "--sample /nonexistent/sample.npz: no such file"),
+    (["--name", "m", "--custom-objects", "Scale"], "--custom-objects 'Scale': expected MODULE:ATTR"),
+    (["--name", "m", "--format", "saved_model"], "--format saved_model expects a SavedModel directory"),
+])
+def test_bad_arguments_fail_in_one_line_before_tensorflow(corpus, tmp_path, args, message):
+    rc, stderr, imported = _cheap(corpus["mlp_h5"], "--repo", tmp_path / "repo", *args)
+    assert rc == 2
+    assert len(stderr) == 1 and stderr[0].startswith("tunegate convert: error: ") and message in stderr[0]
+    assert "tensorflow" not in imported and "keras" not in imported
+    assert not (tmp_path / "repo").exists()
+
+
+def test_missing_source_fails_before_tensorflow(tmp_path):
+    rc, stderr, imported = _cheap(tmp_path / "nope.h5", "--repo", tmp_path, "--name", "m")
+    assert rc == 2 and stderr == [f"tunegate convert: error: {tmp_path / 'nope.h5'}: no such file or directory"]
+    assert "tensorflow" not in imported
+
+
+def test_mistyped_repo_is_not_created(corpus, tmp_path):
+    typo = tmp_path / "demo" / "rpeo"  # neither it nor its parent exists
+    rc, stderr, imported = _cheap(corpus["mlp_h5"], "--repo", typo, "--name", "m")
+    assert rc == 2
+    assert stderr == [f"tunegate convert: error: --repo {typo}: no such directory, nor its parent "
+                      f"{typo.parent}; check the path, or create the parent first"]
+    assert "tensorflow" not in imported
+    assert list(tmp_path.iterdir()) == []
