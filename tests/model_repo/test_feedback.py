@@ -89,22 +89,27 @@ def test_zero_filled_tail_counts_as_torn(tmp_path):
     assert read_feedback(tmp_path).torn_records == 1
 
 
-def test_damage_before_the_tail_is_reported_not_skipped(tmp_path):
+def test_damage_before_the_tail_is_quarantined_and_the_rest_read(tmp_path):
     with FeedbackWriter(tmp_path) as writer:
-        writer.append(*_record(1))
-        writer.append(*_record(2))
+        for i in range(3):
+            writer.append(*_record(i))
         shard = writer.shard
     data = bytearray(shard.read_bytes())
     data[len(SHARD_MAGIC) + 20] ^= 0xFF  # inside the first record's payload
     shard.write_bytes(bytes(data))
-    with pytest.raises(FeedbackCorrupt, match="checksum"):
-        read_feedback(tmp_path)
+    read = read_feedback(tmp_path)
+    assert read.quarantined == 1 and read.torn_records == 0 and read.records == 2
+    assert "no record" in read.quarantine_reasons[0]
+    np.testing.assert_array_equal(read.labels, [1, 1, 2, 2])
 
 
-def test_a_foreign_file_named_like_a_shard_is_refused(tmp_path):
+def test_a_foreign_file_named_like_a_shard_is_quarantined(tmp_path):
     (tmp_path / "shard-00000001.tgfb").write_bytes(b"not a shard at all")
-    with pytest.raises(FeedbackCorrupt, match="not a feedback shard"):
-        read_feedback(tmp_path)
+    with FeedbackWriter(tmp_path) as writer:
+        writer.append(*_record(4))
+    read = read_feedback(tmp_path)
+    assert read.quarantined == 1 and "not a feedback shard" in read.quarantine_reasons[0]
+    np.testing.assert_array_equal(read.labels, [4, 4])
 
 
 def test_bad_records_are_refused_before_anything_is_written(tmp_path):
@@ -120,12 +125,30 @@ def test_bad_records_are_refused_before_anything_is_written(tmp_path):
     assert list_shards(tmp_path) == []
 
 
-def test_inconsistent_records_are_reported(tmp_path):
+def test_records_of_another_schema_are_quarantined_and_the_majority_kept(tmp_path):
+    # The defect of issue 11: two accepted feedbacks (labels INT64 [1], then FP32 [1, 3])
+    # made every later read raise "records have inconsistent shapes".
     with FeedbackWriter(tmp_path) as writer:
-        writer.append({"x": np.zeros((1, 4))}, np.zeros(1))
-        writer.append({"x": np.zeros((1, 5))}, np.zeros(1))
-    with pytest.raises(FeedbackCorrupt, match="inconsistent"):
-        read_feedback(tmp_path)
+        writer.append({"x": np.zeros((1, 4), np.float32)}, np.zeros(1, np.int64))
+        writer.append({"x": np.zeros((1, 4), np.float32)}, np.zeros((1, 3), np.float32))
+        writer.append({"x": np.ones((2, 4), np.float32)}, np.ones(2, np.int64))
+        writer.append({"x": np.zeros((1, 5), np.float32)}, np.zeros(1, np.int64))  # other shape
+        writer.append({"y": np.zeros((1, 4), np.float32)}, np.zeros(1, np.int64))  # other name
+        writer.append({"x": np.zeros((1, 4), np.float64)}, np.zeros(1, np.int64))  # other dtype
+    read = read_feedback(tmp_path)
+    assert read.records == 2 and read.quarantined == 4
+    assert read.labels.tolist() == [0, 1, 1] and read.inputs["x"].dtype == np.float32
+    assert any("float32[3]" in reason for reason in read.quarantine_reasons)
+    assert list(read.inputs) == ["x"]
+
+
+def test_the_schema_with_the_most_rows_wins_even_when_it_came_later(tmp_path):
+    with FeedbackWriter(tmp_path) as writer:
+        writer.append({"x": np.zeros((1, 5), np.float32)}, np.zeros(1, np.int64))
+        for i in range(3):
+            writer.append(*_record(i))
+    read = read_feedback(tmp_path)
+    assert read.quarantined == 1 and read.labels.tolist() == [0, 0, 1, 1, 2, 2]
 
 
 def _append_many(directory: str, start: int) -> None:
