@@ -141,8 +141,14 @@ def _load_feedback(directory: Path, features: Sequence[str] | None,
         data = read_feedback(directory, at)
     except FeedbackCorrupt as exc:
         raise DataError(str(exc)) from None
+    if data.quarantined:
+        # Into the job's log (stdout): the job goes on with the rest, but someone should look.
+        reasons = "; ".join(data.quarantine_reasons[:5])
+        print(f"trainer: feedback store {directory}: {data.quarantined} records quarantined (skipped), "
+              f"{data.records} used: {reasons}", flush=True)
     if not data.records:
-        raise DataError(f"feedback store {directory} holds no records")
+        raise DataError(f"feedback store {directory} holds no records"
+                        + (f" but {data.quarantined} quarantined ones" if data.quarantined else ""))
     name = features[0] if features else None
     if name is None:
         if len(data.inputs) != 1:
