@@ -31,11 +31,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .submit import add_arguments as add_submit_arguments
 
     add_submit_arguments(parser.add_argument_group("on Kubernetes"))
+    _show_defaults(parser)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append "(default: X)" to every option with a default that its help does not already
+    describe (ArgumentDefaultsHelpFormatter would print "(default: None)" for defaults given
+    in words, and nothing at all for options without help text)."""
+    for action in parser._actions:
+        text = action.help or ""
+        # `is`, not `in`: a default of 0 (--seed) equals False but is worth showing.
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or "default" in text \
+                or not action.option_strings:
+            continue
+        action.help = f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
 def run(args: argparse.Namespace) -> int:
     from .errors import NotPromoted
     from .launcher import check_data_paths, launch, topology
+    from .preflight import check_data, model_input_shape
     from .source import resolve_base
 
     validate(args)
@@ -43,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
         from .submit import submit
 
         return submit(args)
-    resolve_base(args.repo, args.model, args.version)
+    base = resolve_base(args.repo, args.model, args.version)
     check_data_paths(list(args.data) + list(args.val_data or []))
+    # Before horovodrun: a rank would find the same mistakes only after TensorFlow and
+    # Horovod start, and report them inside horovodrun's traceback.
+    check_data([*args.data, *(args.val_data or [])], features=args.features, label=args.label,
+               model=args.model, model_input=model_input_shape(base.repo, args.model))
     topo = topology(args.np, args.hosts, elastic=args.elastic, min_np=args.min_np, max_np=args.max_np,
                     discovery_script=args.host_discovery_script)
     echo = sys.stderr if args.json else sys.stdout

@@ -1,0 +1,168 @@
+"""The training data, checked by ``tunegate finetune`` before it starts horovodrun.
+
+A rank finds a wrong file only after TensorFlow and Horovod have started, and its error
+then arrives inside horovodrun's own traceback. These checks read only what is cheap (the
+arrays' names, shapes and types in an ``.npz``'s headers, a table's schema, the model's
+``config.pbtxt``) and say in one line what was found, what was expected and which flag
+picks other names. They follow :mod:`trainer.data`'s naming rules; the ranks still check
+everything (this module never reads the data itself).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data import FEEDBACK_SCHEME
+from .errors import DataError
+
+_TABLES = (".csv", ".parquet", ".pq")
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def check_data(paths: Sequence[str], *, model: str, features: Sequence[str] | None = None,
+               label: str | None = None, model_input: tuple[int, ...] | None = None) -> None:
+    """Raise :class:`DataError` for the first data path a rank would refuse.
+
+    ``model_input`` is the model's input shape per example (-1 for any size), if known."""
+    for spec in paths:
+        path = Path(spec)
+        if spec.startswith(FEEDBACK_SCHEME) or path.is_dir():
+            continue  # a feedback store: its reader checks its own records
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            per_example = _check_npz(path, features, label)
+        elif suffix in _TABLES:
+            per_example = _check_table(path, features, label or "label")
+        else:
+            raise DataError(f"{path}: unsupported data format {suffix!r} "
+                            "(use .npz, .csv, .parquet or a feedback store)")
+        if model_input is not None and per_example is not None and not _fits(per_example, model_input):
+            raise DataError(f"{path}: features of shape {per_example} per example do not fit the input "
+                            f"of model {model!r}, {_shape(model_input)}")
+
+
+def model_input_shape(repo, model: str) -> tuple[int, ...] | None:
+    """The model's one input's shape per example from its ``config.pbtxt`` (None if unknown)."""
+    from model_repo import RepositoryError
+
+    try:
+        config = repo.read_config(model)
+    except RepositoryError:
+        return None  # the ranks load the Keras source itself and will say what is wrong
+    if len(config.input) != 1:
+        return None
+    dims = tuple(int(d) for d in config.input[0].dims)
+    return dims if config.max_batch_size > 0 else dims[1:]
+
+
+def _fits(per_example: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    return len(per_example) == len(expected) and all(e in (-1, a) for a, e in zip(per_example, expected))
+
+
+def _shape(dims: tuple[int, ...]) -> str:
+    return "(" + ", ".join("?" if d == -1 else str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+# ------------------------------------------------------------------------ .npz
+def npz_arrays(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Every array's (shape, dtype) in an ``.npz``, read from the headers, not the data."""
+    arrays: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    reader = _HEADER_READERS.get(version)
+                    if reader is None:  # a newer header format: read this one array after all
+                        with np.load(path, allow_pickle=False) as npz:
+                            array = npz[info.filename[:-4]]
+                        shape, dtype = array.shape, array.dtype
+                    else:
+                        shape, _, dtype = reader(f)
+                arrays[info.filename[:-4]] = (tuple(shape), np.dtype(dtype))
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise DataError(f"cannot read {path}: not a NumPy .npz archive ({exc})") from None
+    return arrays
+
+
+def _check_npz(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[int, ...] | None:
+    arrays = npz_arrays(path)
+    label = label or ("label" if "label" in arrays else "y")
+    names = list(features or ["x"])
+    missing = [n for n in [*names, label] if n not in arrays]
+    if missing:
+        found = ", ".join(f"{n!r} {_shape(s)} {d}" for n, (s, d) in arrays.items()) or "no arrays"
+        raise DataError(f"{path}: no array named {', '.join(map(repr, missing))}; it has {found}. "
+                        f"Expected features {_quote(names)} and labels {label!r}; "
+                        f"{_npz_hint(arrays, features, label)}")
+    for name in [*names, label]:
+        shape, dtype = arrays[name]
+        if dtype.kind not in "biuf":
+            raise DataError(f"{path}: array {name!r} holds {dtype}, not numbers")
+        if not shape:
+            raise DataError(f"{path}: array {name!r} is a scalar, expected one row per example")
+    rows = {n: arrays[n][0][0] for n in [*names, label]}
+    if len(set(rows.values())) > 1:
+        raise DataError(f"{path}: arrays differ in their number of rows: "
+                        + ", ".join(f"{n!r} {r}" for n, r in rows.items()))
+    if rows[label] == 0:
+        raise DataError(f"{path}: no examples")
+    if len(names) == 1:
+        return arrays[names[0]][0][1:]
+    return (sum(int(np.prod(arrays[n][0][1:], dtype=np.int64)) for n in names),)
+
+
+def _npz_hint(arrays: dict, features: Sequence[str] | None, label: str) -> str:
+    """Name the flags, with this file's arrays where the guess is plain: one array with one
+    value per example is the label, the rest are the features."""
+    labels = [n for n, (s, _) in arrays.items() if len(s) == 1 or (len(s) == 2 and s[1] == 1)]
+    rest = [n for n in arrays if n not in labels]
+    if len(labels) == 1 and rest:
+        return f"use --features {','.join(rest)} --label {labels[0]} (or save them as x= and y=)"
+    return ("save them with np.savez(path, x=features, y=labels), or name yours with "
+            "--features NAME[,NAME...] --label NAME")
+
+
+def _quote(names: Sequence[str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+# ---------------------------------------------------------------------- tables
+def _check_table(path: Path, features: Sequence[str] | None, label: str) -> tuple[int, ...]:
+    import pyarrow as pa
+
+    try:
+        if path.suffix.lower() == ".csv":
+            import pyarrow.csv as pacsv
+
+            with pacsv.open_csv(path) as reader:
+                schema = reader.schema
+        else:
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    columns = list(schema.names)
+    names = list(features) if features else [c for c in columns if c != label]
+    missing = [c for c in [*names, label] if c not in columns]
+    if missing:
+        raise DataError(f"{path}: no column named {', '.join(map(repr, missing))}; it has {columns}. "
+                        f"Expected the label in column {label!r} and features in "
+                        f"{'the other columns' if not features else _quote(names)}; "
+                        "pick them with --label COLUMN --features COLUMN,...")
+    if not names:
+        raise DataError(f"{path}: only the label column {label!r}, no feature columns")
+    for name in [*names, label]:
+        kind = schema.field(name).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+            raise DataError(f"{path}: column {name!r} holds {kind}, not numbers")
+    return (len(names),)
