@@ -181,7 +181,8 @@ def _publish(model, base, val_data, summary: dict):
 
     with tempfile.TemporaryDirectory(prefix="tunegate-train-") as tmp:
         curve = write_curve(summary["history"], Path(tmp) / "curve.png",
-                            f"{base.name}: fine-tuned from version {base.version}")
+                            f"{base.name}: fine-tuned from version {base.version}",
+                            parent=summary["before"], gate_metric=summary["gate"]["metric"])
         metrics = write_metrics(summary, Path(tmp) / "metrics.json")
         training = {k: summary[k] for k in ("hyperparameters", "world_size", "mode", "examples",
                                              "val_data_digest", "data_sources")}
