@@ -21,11 +21,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 from model_repo import Repository, RepositoryWatcher
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from .budget import MemoryBudget
 from .dataplane import DataPlane
-from .errors import GatewayError
-from .keys import DATAPLANE, METRICS_REGISTRY, REGISTRY, SETTINGS, STATS
+from .errors import GatewayError, StartupError
+from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, REGISTRY, SETTINGS, STATS
+from .logs import ClientErrorLogFilter
 from .loop import REQUEST_ID as REQUEST_ID_VAR
 from .loop import setup_loop
 from .metrics import build_registry
@@ -49,12 +51,13 @@ class AccessLogger(AbstractAccessLogger):
                          response.headers.get(REQUEST_ID, "-"))
 
 
-def request_middleware() -> Middleware:
+def request_middleware(errors: Counter) -> Middleware:
     """Every request gets an id and every error becomes ``{"error": msg}`` with its status.
 
     The id is the client's X-Request-ID echoed, or a random per-process prefix and a
     counter (unique like a uuid4, without a call into the kernel's random source per
     request). One middleware rather than two: each layer costs every request a coroutine.
+    Error answers are counted by status (``tunegate_http_errors_total``).
     """
     prefix = secrets.token_hex(8)
     counter = itertools.count(1)
@@ -75,6 +78,8 @@ def request_middleware() -> Middleware:
             response = _error_response(request, exc)
         finally:
             REQUEST_ID_VAR.reset(token)
+        if response.status >= 400:
+            errors.labels(str(response.status)).inc()
         response.headers[REQUEST_ID] = request_id
         return response
 
@@ -97,27 +102,43 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
 
 def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None = None,
                runtime_factory: RuntimeFactory | None = None) -> web.Application:
-    app = web.Application(client_max_size=int(settings.max_body_bytes),
-                          middlewares=[request_middleware()])
     repo = Repository(settings.repo)
     book = StatsBook()
     fleet = TritonFleet()  # Triton endpoint pools, shared by every model forwarded to them
     registry = Registry(repo, settings, book, runtime_factory or triton_aware_factory(fleet))
+    budget = MemoryBudget(int(settings.decode_budget_bytes))
+    metrics = build_registry(
+        book, lambda: [(s.model, s.version, s.runtime.platform, s.runtime.provider) for s in registry.serving()],
+        metrics_registry)
+    errors = Counter("tunegate_http_errors", "HTTP answers with an error status, by status", ["status"],
+                     registry=metrics)
+    Gauge("tunegate_decode_memory_bytes", "Decode budget held by requests being read and decoded",
+          registry=metrics).set_function(lambda: budget.used)
+    app = web.Application(client_max_size=int(settings.max_body_bytes),
+                          middlewares=[request_middleware(errors)])
     app[TRITON_FLEET] = fleet
     app[SETTINGS] = settings
     app[STATS] = book
     app[REGISTRY] = registry
+    app[BUDGET] = budget
     app[DATAPLANE] = DataPlane(registry, book)
-    app[METRICS_REGISTRY] = build_registry(
-        book, lambda: [(s.model, s.version, s.runtime.platform, s.runtime.provider) for s in registry.serving()],
-        metrics_registry)
+    app[METRICS_REGISTRY] = metrics
     add_routes(app)
+    app.cleanup_ctx.append(_quiet_client_errors_ctx)
     app.cleanup_ctx.append(_fleet_ctx)  # first in, last out: closed after the registry drains
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_watcher_ctx)
     setup_loop(app, app[METRICS_REGISTRY])  # after the registry's step: its clean-up runs first
     app.on_shutdown.append(_begin_shutdown)
     return app
+
+
+async def _quiet_client_errors_ctx(app: web.Application) -> AsyncIterator[None]:
+    server_log = logging.getLogger("aiohttp.server")
+    quiet = ClientErrorLogFilter()
+    server_log.addFilter(quiet)
+    yield
+    server_log.removeFilter(quiet)
 
 
 async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -131,6 +152,11 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     if not await asyncio.to_thread(root.is_dir):
         raise GatewayError(f"model repository {root} is not a directory")
     async with registry.running():
+        if app[SETTINGS].exit_on_error:
+            await registry.started.wait()
+            failed = registry.failures()
+            if failed:
+                raise StartupError("exit_on_error: " + "; ".join(failed))
         yield
 
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import orjson
 from model_repo import datatypes
 
+from .budget import BYTES_ELEMENT_COST, Claim, json_cost
 from .errors import BadRequest, BinaryDataError
 
 
@@ -55,7 +58,27 @@ class InferResponse:
 
 
 # ------------------------------------------------------------------ requests
-def decode_request(body: bytes, header_length: int | None, *, max_elements: int) -> InferRequest:
+MAX_DIMS = 64  # numpy's limit on dimensions
+
+
+class InputSpec(Protocol):
+    """What a request's inputs may be: checked on each input's header, before its data is
+    decoded, so a wrong name, datatype or shape costs no allocation."""
+
+    def check_input(self, name: str, datatype: str, shape: list[int]) -> None: ...
+
+
+def brief(value: Any) -> str:
+    """A client's value in a message: repr, but bounded in length and depth (a 5000-deep
+    list would make plain repr raise RecursionError)."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 2, 64, 64
+    return shown.repr(value)
+
+
+def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
+                   spec: InputSpec | None = None, claim: Claim | None = None) -> InferRequest:
+    """Parse and check a request; ``claim`` is charged for what decoding allocates."""
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -64,12 +87,7 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int)
                                   f"body of {len(body)} bytes")
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
-    try:
-        doc = json.loads(bytes(header) if isinstance(header, memoryview) else header)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request header is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("request must be a JSON object")
+    doc = parse_json_object(header, "request header", claim)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("request needs a non-empty 'inputs' list")
@@ -79,9 +97,9 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int)
     offset = 0
     seen: set[str] = set()
     for raw in raw_inputs:
-        tensor, used = _decode_input(raw, binary, offset, max_elements)
+        tensor, used = _decode_input(raw, binary, offset, _Limits(max_elements, spec, claim))
         if tensor.name in seen:
-            raise BadRequest(f"input {tensor.name!r} appears twice")
+            raise BadRequest(f"input {brief(tensor.name)} appears twice")
         seen.add(tensor.name)
         inputs.append(tensor)
         offset += used
@@ -101,77 +119,113 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int)
                         parameters=parameters)
 
 
+def parse_json_object(text: bytes | memoryview, what: str, claim: Claim | None = None) -> dict[str, Any]:
+    """A JSON object from a client. orjson refuses nesting deeper than 1024 (the standard
+    library would raise RecursionError), lone surrogates, NaN and Infinity."""
+    if claim is not None:
+        claim.take(json_cost(text), what)
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return doc
+
+
 def _parameters(doc: dict, what: str) -> dict[str, Any]:
-    params = doc.get("parameters") or {}
+    params = doc.get("parameters")
+    if params is None:
+        return {}
     if not isinstance(params, dict):
-        raise BadRequest(f"{what} 'parameters' must be an object")
+        raise BadRequest(f"{what} 'parameters' must be an object, got {brief(params)}")
     return params
 
 
-def _decode_input(raw: Any, binary: memoryview, offset: int, max_elements: int) -> tuple[InputTensor, int]:
+@dataclass(frozen=True)
+class _Limits:
+    max_elements: int
+    spec: InputSpec | None
+    claim: Claim | None
+
+
+def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) -> tuple[InputTensor, int]:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-        raise BadRequest("each input needs a 'name'")
+        raise BadRequest("each input needs a 'name' string")
     name = raw["name"]
     try:
         dtype = datatypes.from_v2(raw.get("datatype"))
     except ValueError as exc:
-        raise BadRequest(f"input {name!r}: {exc}") from None
-    shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
-        raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers")
+        raise BadRequest(f"input {brief(name)}: {exc}") from None
+    shape = _shape(name, raw.get("shape"), limits.max_elements)
+    if limits.spec is not None:
+        limits.spec.check_input(name, dtype.v2, shape)
     count = math.prod(shape)
-    if count > max_elements:
-        raise BadRequest(f"input {name!r}: {count} elements exceed the limit of {max_elements}")
-    params = _parameters(raw, f"input {name!r}")
+    if count > limits.max_elements:
+        raise BadRequest(f"input {brief(name)}: {count} elements exceed the limit of {limits.max_elements}")
+    params = _parameters(raw, f"input {brief(name)}")
     size = params.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0:
-            raise BinaryDataError(f"input {name!r}: binary_data_size must be a non-negative integer")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BinaryDataError(f"input {brief(name)}: binary_data_size must be a non-negative integer")
         if offset + size > len(binary):
-            raise BinaryDataError(f"input {name!r}: binary_data_size {size} runs past the end of the "
+            raise BinaryDataError(f"input {brief(name)}: binary_data_size {size} runs past the end of the "
                                   f"body ({len(binary) - offset} bytes left)")
-        chunk = binary[offset:offset + size]
-        data = _from_binary(name, dtype, chunk, count)
+        data = _from_binary(name, dtype, binary[offset:offset + size], count, limits.claim)
         used = size
     else:
         if "data" not in raw:
-            raise BadRequest(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
-        data = _from_json(name, dtype, raw["data"], count)
+            raise BadRequest(f"input {brief(name)} has neither 'data' nor parameters.binary_data_size")
+        data = _from_json(name, dtype, raw["data"], count, limits.claim)
         used = 0
     return InputTensor(name, dtype.v2, tuple(shape), data.reshape(shape)), used
 
 
-def _from_binary(name: str, dtype: datatypes.Datatype, chunk: memoryview, count: int) -> np.ndarray:
+def _shape(name: str, shape: Any, max_elements: int) -> list[int]:
+    """A shape numpy can build: at most 64 dimensions, each an integer from 0 to max_elements."""
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= max_elements for d in shape)):
+        raise BadRequest(f"input {brief(name)}: 'shape' must be a list of at most {MAX_DIMS} integers from 0 to "
+                         f"{max_elements}, got {brief(shape)}")
+    return shape
+
+
+def _from_binary(name: str, dtype: datatypes.Datatype, chunk: memoryview, count: int,
+                 claim: Claim | None) -> np.ndarray:
     if dtype.v2 == "BYTES":
-        return deserialize_bytes(chunk, count, name)
+        return deserialize_bytes(chunk, count, name, claim)
     expected = count * dtype.numpy.itemsize
     if len(chunk) != expected:
-        raise BinaryDataError(f"input {name!r}: {len(chunk)} bytes of binary data, expected {expected} "
+        raise BinaryDataError(f"input {brief(name)}: {len(chunk)} bytes of binary data, expected {expected} "
                               f"for {count} {dtype.v2} elements")
     return np.frombuffer(chunk, dtype=dtype.numpy.newbyteorder("<"))
 
 
-def _from_json(name: str, dtype: datatypes.Datatype, data: Any, count: int) -> np.ndarray:
+def _from_json(name: str, dtype: datatypes.Datatype, data: Any, count: int, claim: Claim | None) -> np.ndarray:
+    flat = _flatten(data)
+    if len(flat) != count:  # before building anything from it
+        raise BadRequest(f"input {brief(name)}: {len(flat)} elements of data for a shape of {count}")
+    if claim is not None:  # the parsed JSON is charged already; this is the array built from it
+        claim.take(count * (BYTES_ELEMENT_COST if dtype.v2 == "BYTES" else dtype.numpy.itemsize),
+                   f"input {brief(name)}")
     if dtype.v2 == "BYTES":
-        flat = _flatten(data)
         if not all(isinstance(x, str) for x in flat):
-            raise BadRequest(f"input {name!r}: BYTES data in JSON must be strings")
+            raise BadRequest(f"input {brief(name)}: BYTES data in JSON must be strings")
         array = np.empty(len(flat), dtype=object)
-        array[:] = [x.encode() for x in flat]
+        try:
+            array[:] = [x.encode() for x in flat]
+        except UnicodeEncodeError as exc:  # a lone surrogate, should a parser ever let one through
+            raise BadRequest(f"input {brief(name)}: BYTES string is not valid Unicode: {exc.reason}") from None
     else:
-        flat = _flatten(data)
         kinds = {type(x) for x in flat}
         allowed = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}[dtype.numpy.kind]
         if not kinds <= allowed:
             found = ", ".join(sorted(k.__name__ for k in kinds - allowed))
-            raise BadRequest(f"input {name!r}: {dtype.v2} data cannot hold JSON values of type {found}")
+            raise BadRequest(f"input {brief(name)}: {dtype.v2} data cannot hold JSON values of type {found}")
         try:
             array = np.array(flat, dtype=dtype.numpy)  # OverflowError for out-of-range ints
         except (OverflowError, ValueError) as exc:
-            raise BadRequest(f"input {name!r}: {exc}") from None
-    if array.size != count:
-        raise BadRequest(f"input {name!r}: {array.size} elements of data for a shape of {count}")
+            raise BadRequest(f"input {brief(name)}: {exc}") from None
     return array
 
 
@@ -193,30 +247,36 @@ def _flatten(data: Any) -> list[Any]:
 
 def _decode_output(raw: Any) -> OutputRequest:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-        raise BadRequest("each requested output needs a 'name'")
-    params = _parameters(raw, f"output {raw['name']!r}")
+        raise BadRequest("each requested output needs a 'name' string")
+    params = _parameters(raw, f"output {brief(raw['name'])}")
     if params.get("classification"):
-        raise BadRequest(f"output {raw['name']!r}: the classification extension is not supported")
+        raise BadRequest(f"output {brief(raw['name'])}: the classification extension is not supported")
     binary = params.get("binary_data")
     return OutputRequest(raw["name"], None if binary is None else bool(binary))
 
 
 # ---------------------------------------------------------------- BYTES
-def deserialize_bytes(buffer: memoryview | bytes, count: int, name: str = "") -> np.ndarray:
+def deserialize_bytes(buffer: memoryview | bytes, count: int, name: str = "",
+                      claim: Claim | None = None) -> np.ndarray:
     view = memoryview(buffer)
+    if count > len(view) // 4:  # each element has a 4-byte length: never allocate past the data
+        raise BinaryDataError(f"input {brief(name)}: {count} BYTES elements need at least {4 * count} bytes, "
+                              f"the data has {len(view)}")
+    if claim is not None:
+        claim.take(count * BYTES_ELEMENT_COST + len(view), f"input {brief(name)}")
     out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):
         if pos + 4 > len(view):
-            raise BinaryDataError(f"input {name!r}: BYTES data ends after {i} of {count} elements")
+            raise BinaryDataError(f"input {brief(name)}: BYTES data ends after {i} of {count} elements")
         (length,) = struct.unpack_from("<I", view, pos)
         pos += 4
         if pos + length > len(view):
-            raise BinaryDataError(f"input {name!r}: BYTES element {i} of {length} bytes runs past the data")
+            raise BinaryDataError(f"input {brief(name)}: BYTES element {i} of {length} bytes runs past the data")
         out[i] = bytes(view[pos:pos + length])
         pos += length
     if pos != len(view):
-        raise BinaryDataError(f"input {name!r}: {len(view) - pos} bytes left after {count} BYTES elements")
+        raise BinaryDataError(f"input {brief(name)}: {len(view) - pos} bytes left after {count} BYTES elements")
     return out
 
 

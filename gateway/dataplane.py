@@ -13,6 +13,7 @@ from . import __version__
 from .codec import InferRequest, InferResponse
 from .errors import BadRequest, GatewayError, QueueFull, QueueTimeout
 from .registry import Registry
+from .signature import Signature
 from .stats import StatsBook
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
@@ -57,6 +58,11 @@ class DataPlane:
     def model_ready(self, model: str, version: str | None = None) -> bool:
         # No canary draw: readiness does not depend on it, and infer draws once for itself.
         return self.registry.route(model, version, split=False).runtime.ready
+
+    def input_spec(self, model: str, version: str | None = None) -> Signature:
+        """What the model's inputs may be, to check a request against before decoding its
+        data (404/503 when the model cannot answer)."""
+        return self.registry.route(model, version, split=False).signature
 
     def model_config(self, model: str, version: str | None = None) -> dict[str, Any]:
         return config_to_dict(self.registry.route(model, version).config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from .budget import MemoryBudget
 from .dataplane import DataPlane
 from .registry import Registry
 from .settings import Settings
@@ -15,3 +16,4 @@ REGISTRY = web.AppKey("registry", Registry)
 DATAPLANE = web.AppKey("dataplane", DataPlane)
 STATS = web.AppKey("stats", StatsBook)
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+BUDGET = web.AppKey("decode_budget", MemoryBudget)

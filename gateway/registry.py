@@ -102,7 +102,22 @@ class Registry:
     # -------------------------------------------------------------- routing
     @property
     def ready(self) -> bool:
-        return self.started.is_set() and not self.shutting_down
+        """Started, not shutting down, and (``strict_readiness``, Triton's rule) every model
+        that should be loaded has a ready version: in poll and none mode every model in the
+        repository, in explicit mode those asked for and not since unloaded."""
+        if not self.started.is_set() or self.shutting_down:
+            return False
+        if not self.settings.strict_readiness:
+            return True
+        if self.settings.model_control != "explicit" and not self._known <= self._records.keys():
+            return False
+        return all(record.serving for record in self._records.values()
+                   if self.settings.model_control != "explicit" or not record.unloaded)
+
+    def failures(self) -> list[str]:
+        """Why models that should serve do not (for ``exit_on_error`` and logs)."""
+        return [f"model {record.name!r}: " + (self._why(record).lstrip("; ") or "not loaded")
+                for record in self._records.values() if not record.serving and not record.unloaded]
 
     def route(self, model: str, version: str | int | None = None, *, split: bool = True) -> ServedVersion:
         """The version that serves this request; no I/O, no await. An unpinned request goes
@@ -390,6 +405,6 @@ class Registry:
 
 def _version_number(version: str | int) -> int:
     text = str(version)
-    if not text.isdigit() or text.startswith("0"):
-        raise VersionNotFound(f"invalid version {version!r}: expected a positive integer such as 1")
+    if not (text.isascii() and text.isdigit()) or text.startswith("0"):  # isdigit alone admits '²'
+        raise VersionNotFound(f"invalid version {text[:32]!r}: expected a positive integer such as 1")
     return int(text)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from model_repo import check_model_name
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .codec import decode_request, encode_response
-from .errors import BadRequest, BinaryDataError, ServerNotReady, Unauthorized
-from .keys import DATAPLANE, METRICS_REGISTRY, SETTINGS
+from .budget import Claim
+from .codec import brief, decode_request, encode_response, parse_json_object
+from .errors import BadRequest, BinaryDataError, ClientClosedRequest, ServerNotReady, Unauthorized
+from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, SETTINGS
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -32,10 +35,37 @@ def _model(request: web.Request) -> tuple[str, str | None]:
 def _header_length(request: web.Request) -> int | None:
     """The binary extension's JSON header length, or None for a plain JSON body."""
     header = request.headers.get(HEADER_LENGTH)
+    if header is None:
+        return None
+    if not (header.isascii() and header.isdigit()):
+        raise BinaryDataError(f"{HEADER_LENGTH} must be a non-negative integer, got {header[:32]!r}")
+    return int(header)
+
+
+async def read_body(request: web.Request, claim: Claim) -> bytes:
+    """The body, charged to ``claim`` before it is read: its Content-Length, or (chunked or
+    compressed, the size unknown until read) the largest body allowed, then what it was."""
+    if request.content_length is not None and not request.headers.get("Content-Encoding"):
+        claim.take(request.content_length, "the request body")
+    else:
+        claim.take(request.app[SETTINGS].max_body_bytes, "a chunked or compressed request body")
     try:
-        return int(header) if header is not None else None
-    except ValueError:
-        raise BinaryDataError(f"{HEADER_LENGTH} must be an integer, got {header!r}") from None
+        body = await request.read()
+    except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on bytes that are not gzip
+        raise BadRequest(f"cannot read the request body: {exc}") from None
+    except ConnectionResetError:
+        raise ClientClosedRequest("the client closed the connection before sending the whole body") from None
+    claim.shrink_to(len(body))
+    return body
+
+
+def _api_key(request: web.Request, header: str) -> bytes:
+    given = request.headers.get(header, "")
+    auth = request.headers.get("Authorization", "")
+    if not given and auth.startswith("Bearer "):
+        given = auth[len("Bearer "):]
+    # aiohttp keeps header bytes that are not UTF-8 as surrogate escapes: compare the bytes sent.
+    return given.encode("utf-8", "surrogateescape")
 
 
 def protected(handler: Handler) -> Handler:
@@ -45,11 +75,7 @@ def protected(handler: Handler) -> Handler:
         settings = request.app[SETTINGS]
         if settings.api_key is not None:
             expected = settings.api_key.get_secret_value().encode()
-            given = request.headers.get(settings.api_key_header, "")
-            auth = request.headers.get("Authorization", "")
-            if not given and auth.startswith("Bearer "):
-                given = auth[len("Bearer "):]
-            if not hmac.compare_digest(given.encode(), expected):
+            if not hmac.compare_digest(_api_key(request, settings.api_key_header), expected):
                 raise Unauthorized(f"this route needs the API key in the {settings.api_key_header} header")
         return await handler(request)
 
@@ -94,21 +120,19 @@ async def model_stats(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.Response:
     model, version = _model(request)
-    settings = request.app[SETTINGS]
+    settings, dataplane = request.app[SETTINGS], request.app[DATAPLANE]
     header_length = _header_length(request)
-    request.app[DATAPLANE].model_ready(model, version)  # 404/503 before reading a body for nothing
-    body = await request.read()
-    # Large bodies are decoded in a thread so one big JSON request never stalls the loop.
-    offload = len(body) >= settings.codec_offload_bytes
-    if offload:
-        parsed = await asyncio.to_thread(decode_request, body, header_length, max_elements=settings.max_elements)
-    else:
-        parsed = decode_request(body, header_length, max_elements=settings.max_elements)
-    result = await request.app[DATAPLANE].infer(model, version, parsed)
-    if offload:
-        payload, json_length = await asyncio.to_thread(encode_response, result)
-    else:
-        payload, json_length = encode_response(result)
+    spec = dataplane.input_spec(model, version)  # 404/503 before reading a body for nothing
+    with request.app[BUDGET].claim() as claim:
+        body = await read_body(request, claim)
+        # Large bodies are decoded in a thread so one big JSON request never stalls the loop.
+        offload = len(body) >= settings.codec_offload_bytes
+        decode = functools.partial(decode_request, body, header_length, max_elements=settings.max_elements,
+                                   spec=spec, claim=claim)
+        parsed = await asyncio.to_thread(decode) if offload else decode()
+        result = await dataplane.infer(model, version, parsed)
+        payload, json_length = await asyncio.to_thread(encode_response, result) if offload \
+            else encode_response(result)
     if json_length is None:
         return web.Response(body=payload, content_type="application/json")
     return web.Response(body=payload, content_type="application/octet-stream",
@@ -119,28 +143,29 @@ async def infer(request: web.Request) -> web.Response:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
+    with request.app[BUDGET].claim() as claim:
+        raw = await read_body(request, claim)
+        if not raw.strip():
+            return {}
+        return parse_json_object(raw, "body", claim)
 
 
 async def repository_index(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    return _json(request.app[DATAPLANE].repository_index(bool(body.get("ready", False))))
+    ready = body.get("ready", False)
+    if not isinstance(ready, bool):
+        raise BadRequest(f"'ready' must be true or false, got {brief(ready)}")
+    return _json(request.app[DATAPLANE].repository_index(ready))
 
 
 @protected
 async def repository_load(request: web.Request) -> web.Response:
     model, _ = _model(request)
     body = await _json_body(request)
-    await request.app[DATAPLANE].load(model, body.get("parameters") or {})
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise BadRequest(f"load 'parameters' must be an object, got {brief(parameters)}")
+    await request.app[DATAPLANE].load(model, parameters)
     return _json({})
 
 

@@ -3,12 +3,13 @@ passes before it is queued (TGI's rule: validate completely, then queue)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from model_repo import ModelConfig, datatypes
 
-from .codec import InferRequest
+from .codec import InferRequest, brief
 from .errors import BadRequest
 
 
@@ -31,6 +32,10 @@ class Signature:
     outputs: tuple[TensorMeta, ...]
     max_batch_size: int
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, TensorMeta]:
+        return {t.name: t for t in self.inputs}
+
     @property
     def batching(self) -> bool:
         return self.max_batch_size > 0
@@ -46,39 +51,39 @@ class Signature:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
+    def check_input(self, name: str, datatype: str, shape: list[int] | tuple[int, ...]) -> None:
+        """One input's header against the model (the codec calls it before decoding data)."""
+        meta = self._by_name.get(name)
+        if meta is None:
+            raise BadRequest(f"unexpected input {brief(name)}; the model takes {sorted(self._by_name)}")
+        if datatype != meta.datatype:
+            raise BadRequest(f"input {name!r} has datatype {datatype}, the model expects {meta.datatype}")
+        dims = list(shape)
+        if self.batching:
+            if not dims:
+                raise BadRequest(f"input {name!r} needs a batch dimension")
+            batch, dims = dims[0], dims[1:]
+            if not 1 <= batch <= self.max_batch_size:
+                raise BadRequest(f"input {name!r} has batch size {batch}; the model accepts 1 to "
+                                 f"{self.max_batch_size}")
+        if len(dims) != len(meta.dims) or any(d != -1 and d != s for d, s in zip(meta.dims, dims)):
+            raise BadRequest(f"input {name!r} has shape {list(shape)}, the model expects "
+                             f"{meta.shape(self.batching)}")
+
     def check(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
         """The model's feeds and the request's batch size (1 for a model that does not batch)."""
         given = {t.name: t for t in request.inputs}
-        expected = {t.name for t in self.inputs}
-        unknown = sorted(given.keys() - expected)
-        if unknown:
-            raise BadRequest(f"unexpected input {unknown[0]!r}; the model takes {sorted(expected)}")
-        missing = sorted(expected - given.keys())
+        for tensor in request.inputs:
+            self.check_input(tensor.name, tensor.datatype, tensor.shape)
+        missing = sorted(self._by_name.keys() - given.keys())
         if missing:
-            raise BadRequest(f"missing input {missing[0]!r}; the model takes {sorted(expected)}")
-        rows: int | None = None
-        feeds: dict[str, np.ndarray] = {}
-        for meta in self.inputs:
-            tensor = given[meta.name]
-            if tensor.datatype != meta.datatype:
-                raise BadRequest(f"input {meta.name!r} has datatype {tensor.datatype}, the model expects "
-                                 f"{meta.datatype}")
-            shape = list(tensor.shape)
-            if self.batching:
-                if not shape:
-                    raise BadRequest(f"input {meta.name!r} needs a batch dimension")
-                batch, shape = shape[0], shape[1:]
-                if not 1 <= batch <= self.max_batch_size:
-                    raise BadRequest(f"input {meta.name!r} has batch size {batch}; the model accepts 1 to "
-                                     f"{self.max_batch_size}")
-                if rows is not None and batch != rows:
-                    raise BadRequest(f"input {meta.name!r} has batch size {batch}, other inputs {rows}")
-                rows = batch
-            if len(shape) != len(meta.dims) or any(d != -1 and d != s for d, s in zip(meta.dims, shape)):
-                raise BadRequest(f"input {meta.name!r} has shape {list(tensor.shape)}, the model expects "
-                                 f"{meta.shape(self.batching)}")
-            feeds[meta.name] = tensor.data
-        return feeds, rows if rows is not None else 1
+            raise BadRequest(f"missing input {missing[0]!r}; the model takes {sorted(self._by_name)}")
+        if not self.batching:
+            return {name: given[name].data for name in self._by_name}, 1
+        rows = {given[name].shape[0] for name in self._by_name}
+        if len(rows) > 1:
+            raise BadRequest(f"the inputs have different batch sizes {sorted(rows)}")
+        return {name: given[name].data for name in self._by_name}, rows.pop()
 
     def check_outputs(self, names: list[str]) -> None:
         known = set(self.output_names)

@@ -47,11 +47,12 @@ BY_CONFIG = {d.config: d for d in DATATYPES}
 BY_ONNX = {d.onnx: d for d in DATATYPES}
 
 
-def from_v2(name: str) -> Datatype:
-    try:
-        return BY_V2[name]
-    except KeyError:
-        raise ValueError(f"unknown datatype {name!r}; expected one of {', '.join(BY_V2)}") from None
+def from_v2(name: object) -> Datatype:
+    found = BY_V2.get(name) if isinstance(name, str) else None  # a client's list or dict is unhashable
+    if found is None:
+        shown = repr(name) if isinstance(name, str | int | float | None) else type(name).__name__
+        raise ValueError(f"unknown datatype {shown[:40]}; expected one of {', '.join(BY_V2)}")
+    return found
 
 
 def from_numpy(dtype: np.dtype) -> Datatype:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from ..registry import Registry
 from .launcher import JobSpec, JobState, Launcher
 
 log = logging.getLogger("tunegate.jobs")
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 class JobManager:
@@ -97,6 +99,10 @@ class JobManager:
         self.finished[key] = self.finished.get(key, 0) + 1
 
     async def status(self, model: str, job_id: str) -> dict[str, Any]:
+        # A job id names a directory (local jobs) or a Kubernetes object: nothing else reaches them.
+        if not _JOB_ID.fullmatch(job_id) or ".." in job_id:
+            raise JobNotFound(f"model {model!r} has no fine-tune job {job_id[:64]!r}: job ids are up to 200 "
+                              "letters, digits, '.', '_' and '-', as returned when the job started")
         try:
             status = await self.launcher.status(job_id)
         except KeyError:
