@@ -43,12 +43,12 @@ class GatewayCollector(Collector):
         for name, doc, read in _CUMULATIVE:
             metric = Metric(name, doc, "unknown")
             for (model, version), stats in items:
-                metric.add_sample(name, {"model": model, "version": str(version)}, float(read(stats)))
+                metric.add_sample(name, {"model": model, "version": version}, float(read(stats)))
             yield metric
         failure = Metric("nv_inference_request_failure", "Number of failed inference requests", "unknown")
         pending = Metric("nv_inference_pending_request_count", "Requests waiting in the queue", "gauge")
         for (model, version), stats in items:
-            labels = {"model": model, "version": str(version)}
+            labels = {"model": model, "version": version}
             for reason, count in stats.failures_by_reason.items():
                 failure.add_sample("nv_inference_request_failure", {**labels, "reason": reason}, float(count))
             pending.add_sample("nv_inference_pending_request_count", labels, float(stats.pending))

@@ -327,6 +327,9 @@ class Registry:
                         served.model, served.version, served.in_flight, self.settings.exit_timeout_seconds)
         await served.batcher.close()
         await served.runtime.unload()
+        record = self._records.get(served.model)
+        if record is None or (served.version not in record.serving and served.version not in record.states):
+            self.book.retire(served.model, served.version)  # gone, not reloading: fold its series
         log.info("model %s version %s unloaded", served.model, served.version)
 
     # -------------------------------------------------------------- watching

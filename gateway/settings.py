@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from .errors import GatewayError
 from .loop_settings import LoopSettings
+from .settings_errors import Sources, describe
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -142,7 +143,7 @@ class Settings(BaseSettings):
     max_elements: int = Field(1 << 26, ge=1)
     """Largest element count of one input tensor: a sanity check before any allocation."""
 
-    decode_budget_bytes: ByteSize = ByteSize(256 * MiB)
+    decode_budget_bytes: ByteSize = ByteSize(1 * GiB)
     """Memory that the requests being read and decoded at one time may claim together (their
     bodies and the arrays built from them). A request that would take the total over it is
     answered 503 at once, with a message saying so, instead of growing the process."""
@@ -227,7 +228,17 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 class ConfigFileError(GatewayError):
+    """Settings that cannot be read or are not valid: one line of the message per problem."""
+
     exit_code = 2
+
+    @classmethod
+    def from_validation(cls, exc: ValueError, flags: dict[str, Any], file_values: dict[str, Any],
+                        config_file: str | Path | None) -> ConfigFileError:
+        config = Settings.model_config
+        sources = Sources(flags, config.get("env_prefix", ""), config.get("env_nested_delimiter") or "__",
+                          file_values, config_file)
+        return cls("\n".join(describe(exc, sources, Settings)))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -275,8 +286,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 
     try:
         loaded = _WithFile(**overrides)
-    except ValueError as exc:  # pydantic's ValidationError
-        raise ConfigFileError(f"invalid settings: {exc}") from None
+    except ValueError as exc:  # pydantic's ValidationError, or pydantic-settings' SettingsError
+        raise ConfigFileError.from_validation(exc, overrides, file_values, config_file) from None
     # Hand back a plain Settings (the subclass only existed to order the sources).
     return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields},
                                     _fields_set=loaded.model_fields_set)

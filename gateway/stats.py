@@ -80,6 +80,20 @@ class VersionStats:
         stat.compute_infer.add(infer_ns)
         stat.compute_output.add(output_ns)
 
+    def absorb(self, other: VersionStats) -> None:
+        """Add another version's totals to these (a removed version's, into its model's)."""
+        for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+            getattr(self, name).add(getattr(other, name).ns, getattr(other, name).count)
+        self.inference_count += other.inference_count
+        self.execution_count += other.execution_count
+        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
+        for reason, count in other.failures_by_reason.items():
+            self.failures_by_reason[reason] += count
+        for size, theirs in other.batch_stats.items():
+            ours = self.batch_stats.setdefault(size, BatchStat())
+            for name in ("compute_input", "compute_infer", "compute_output"):
+                getattr(ours, name).add(getattr(theirs, name).ns, getattr(theirs, name).count)
+
     def to_triton(self, model: str, version: int) -> dict[str, Any]:
         """One entry of Triton's ``model_stats`` list."""
         return {
@@ -107,11 +121,15 @@ class VersionStats:
 
 
 class StatsBook:
-    """Statistics by (model, version). Kept across reloads and unloads so that the
-    Prometheus counters never go backwards."""
+    """Statistics by (model, version). A version's survive reloads, so its Prometheus
+    counters never go backwards; once it is removed from service they are added to its
+    model's ``retired`` totals and its own series go, so a model fine-tuned every hour does
+    not grow ``/metrics`` by a dozen series per version while the sum over a model's
+    versions still never goes backwards."""
 
     def __init__(self) -> None:
         self._stats: dict[tuple[str, int], VersionStats] = {}
+        self._retired: dict[str, VersionStats] = {}
 
     def get(self, model: str, version: int) -> VersionStats:
         key = (model, version)
@@ -120,5 +138,15 @@ class StatsBook:
             stats = self._stats[key] = VersionStats()
         return stats
 
-    def items(self) -> list[tuple[tuple[str, int], VersionStats]]:
-        return sorted(self._stats.items())
+    def retire(self, model: str, version: int) -> None:
+        stats = self._stats.pop((model, version), None)
+        if stats is not None:
+            self._retired.setdefault(model, VersionStats()).absorb(stats)
+
+    def items(self) -> list[tuple[tuple[str, str], VersionStats]]:
+        """((model, version label), stats), versions first, then each model's ``retired``."""
+        rows = [((model, str(version)), stats) for (model, version), stats in sorted(self._stats.items())]
+        return rows + [((model, RETIRED), stats) for model, stats in sorted(self._retired.items())]
+
+
+RETIRED = "retired"  # the version label of a model's removed versions' totals
