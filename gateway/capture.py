@@ -11,6 +11,10 @@ may lose the last captures; fsyncing every inference would put a disk flush on t
 path. All of a store's work (disk and memory) runs on one worker thread, in order, so the
 event loop never waits for it and the store needs no lock.
 
+Feedback that names a captured request reads it with :meth:`CaptureStore.peek` and forgets
+it only after its record is stored, so a feedback that fails leaves the capture for a retry.
+A model that does not batch is captured as one example (a leading axis of 1).
+
 Record: ``u32 length | u32 crc32 | payload``; payload: ``u32 header length | header JSON
 ({"id", "version", "predicted"}) | .npz of the inputs``.
 """
@@ -28,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from model_repo import datatypes
+
+from .errors import BadRequest
+from .signature import Signature
 
 log = logging.getLogger("tunegate.capture")
 
@@ -46,6 +54,27 @@ class Captured:
     @property
     def rows(self) -> int:
         return int(next(iter(self.inputs.values())).shape[0])
+
+
+def captured_feeds(signature: Signature, item: Captured) -> dict[str, np.ndarray]:
+    """``item``'s inputs as feedback stores them (one row per example, also for a model that
+    does not batch), checked against the model's signature as it is now."""
+    feeds = {}
+    for meta in signature.inputs:
+        array = item.inputs.get(meta.name)
+        if array is None:
+            raise BadRequest(f"the captured request has no input {meta.name!r} (the model changed since): "
+                             "send the inputs with the labels")
+        if not signature.batching and array.ndim == len(meta.dims):
+            array = array[np.newaxis]  # captured by a gateway that stored no example axis
+        if array.ndim != len(meta.dims) + 1 or any(d != -1 and d != s for d, s in zip(meta.dims, array.shape[1:])):
+            raise BadRequest(f"the captured input {meta.name!r} of shape {list(array.shape)} does not fit the "
+                             f"model's {meta.shape(True)} (the model changed since): send the inputs with the labels")
+        dtype = datatypes.from_v2(meta.datatype).numpy
+        feeds[meta.name] = array if dtype.hasobject else array.astype(dtype, copy=False)
+    if len({a.shape[0] for a in feeds.values()}) > 1:
+        raise BadRequest("the captured inputs disagree on rows")
+    return feeds
 
 
 def predicted_classes(outputs: dict[str, np.ndarray], output_names: list[str]) -> np.ndarray | None:
@@ -145,14 +174,17 @@ class CaptureStore:
         for old in segments[:-1]:  # keep the previous segment and the new one
             old.unlink(missing_ok=True)
 
-    def take(self, request_id: str) -> Captured | None:
-        """The capture for ``request_id`` (forgotten from memory: one label per request)."""
+    def peek(self, request_id: str) -> Captured | None:
+        """The capture for ``request_id``, still kept: a feedback that fails must not use it up."""
         if not self._loaded:
             self._load()
+        return self._items.get(request_id)
+
+    def forget(self, request_id: str) -> None:
+        """Forget ``request_id`` from memory once its label is stored: one label per request."""
         item = self._items.pop(request_id, None)
         if item is not None:
             self._bytes -= item.nbytes
-        return item
 
     def close(self) -> None:
         if self._file is not None:

@@ -2,12 +2,15 @@
 
 A feedback body is a v2 inference request (JSON, or Triton's binary tensor extension)
 whose inputs are the model's inputs plus one more tensor, the labels (named ``label``, or
-``parameters.label_tensor``), one label per row. Or it names a captured infer request
+``parameters.label_tensor``), one label per row, checked against the model's label spec and
+stored in its one form (``gateway.labels``). Or it names a captured infer request
 (``parameters.request_id``) and sends only the labels; then the request's inputs are
-stored, and the labels also score the answer that request got (a canary's accuracy).
+stored, and the labels also score the answer that request got (a canary's accuracy). The
+capture is forgotten only once the record is stored: a feedback that fails can be retried.
 
 The record is appended to the model's feedback store (``model_repo.feedback``) and
-fsynced before the answer: an acknowledged sample survives a crash.
+fsynced before the answer: an acknowledged sample survives a crash. What the store's reader
+would quarantine is counted by a background scan that each metrics scrape asks for.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from model_repo.feedback import FeedbackWriter, feedback_dir
+from model_repo.feedback import FeedbackScan, FeedbackWriter, feedback_dir
 
 from .canary import CanaryController
-from .capture import CAPTURE_DIR, Captured, CaptureStore, predicted_classes
+from .capture import CAPTURE_DIR, Captured, CaptureStore, captured_feeds, predicted_classes
 from .codec import InferRequest, decode_request
 from .errors import BadRequest
+from .labels import check_labels, label_spec
 from .registry import Registry
 from .settings import Settings
+from .signature import Signature
 
 log = logging.getLogger("tunegate.feedback")
 
@@ -53,6 +58,11 @@ class FeedbackService:
         # One thread owns every capture store: ordered, lock-free, off the event loop.
         self._capture_thread = ThreadPoolExecutor(1, thread_name_prefix="capture")
         self._pending_captures: set[asyncio.Future] = set()
+        self._scans: dict[str, FeedbackScan] = {}
+        self._scanning: set[str] = set()
+        self._quarantined: dict[str, int] = {}  # written by the scan thread only
+        self._closed = False
+        self._scan_thread = ThreadPoolExecutor(1, thread_name_prefix="feedback-scan")
 
     # -------------------------------------------------------------- capture
     def observe_infer(self, model: str, version: int, ok: bool, elapsed_ns: int, request: InferRequest,
@@ -66,6 +76,11 @@ class FeedbackService:
         feeds, outputs = answer
         served = self.registry.record(model).serving.get(version)
         names = served.signature.output_names if served is not None else list(outputs)
+        if served is not None and not served.signature.batching:
+            # A model that does not batch answered one example: store it as one row, as
+            # feedback that sends its inputs does.
+            feeds = {k: v[np.newaxis] for k, v in feeds.items()}
+            outputs = {k: v[np.newaxis] for k, v in outputs.items()}
         item = Captured(version, feeds, predicted_classes(outputs, names),
                         sum(a.nbytes for a in feeds.values()))
         store = self._capture_store(model, settings)
@@ -94,6 +109,7 @@ class FeedbackService:
             raise BadRequest(f"feedback is turned off for model {model!r}")
         # The stable version's signature: feedback is about the model, not one version.
         served = self.registry.route(model, split=False)
+        spec = label_spec(served.signature, settings)
         if len(body) >= self.settings.codec_offload_bytes:
             request = await asyncio.to_thread(decode_request, body, header_length,
                                               max_elements=self.settings.max_elements)
@@ -105,43 +121,33 @@ class FeedbackService:
         label = next((t for t in request.inputs if t.name == label_name), None)
         if label is None:
             raise BadRequest(f"feedback needs the labels in a tensor named {label_name!r}")
-        labels = np.asarray(label.data)
-        if labels.ndim == 0 or labels.dtype.hasobject or labels.dtype == np.bool_:
-            raise BadRequest(f"labels {label_name!r} must be a numeric tensor with one row per example")
+        try:
+            labels = check_labels(spec, label)
+        except BadRequest as exc:
+            raise BadRequest(f"{label_name!r}: {exc.message}") from None
         rest = [t for t in request.inputs if t.name != label_name]
         request_id = request.parameters.get("request_id")
+        feeds = self._feeds(served.signature, rest, labels, label_name) if rest or request_id is None else None
         captured = None
-        if request_id is not None:
+        if request_id is None:
+            await asyncio.to_thread(self._writer(model).append, feeds, labels)  # returns once fsynced
+        else:
             if not isinstance(request_id, str):
                 raise BadRequest("parameters.request_id must be a string")
             if not settings.capture:
                 raise BadRequest(f"request capture is off for model {model!r}: send the inputs with the labels")
+            # Peek, check, store, then forget, in order on the capture thread: a feedback that
+            # fails leaves the capture for a retry, and two for one id cannot both use it.
             captured = await asyncio.get_running_loop().run_in_executor(
-                self._capture_thread, self._capture_store(model, settings).take, request_id)
-            if captured is None and not rest:
-                raise BadRequest(f"no captured request {request_id!r} for model {model!r} "
-                                 "(never captured, already labelled, or forgotten)")
-        if rest or captured is None:
-            feeds, rows = served.signature.check(InferRequest(inputs=rest))
-            if not served.signature.batching:  # a model that does not batch: one example
-                feeds, rows = {k: v[np.newaxis] for k, v in feeds.items()}, 1
-        else:
-            feeds, rows = captured.inputs, captured.rows
-        if labels.shape[0] != rows:
-            raise BadRequest(f"labels {label_name!r} have {labels.shape[0]} rows but the inputs have {rows}")
-
-        writer = self._writers.get(model)
-        if writer is None:
-            writer = self._writers[model] = FeedbackWriter(feedback_dir(self.registry.repo.root, model))
-        await asyncio.to_thread(writer.append, feeds, labels)  # returns once fsynced
-
+                self._capture_thread, self._store_captured, model, self._capture_store(model, settings),
+                self._writer(model), request_id, served.signature, feeds, labels, label_name)
+        rows = int(labels.shape[0])
         counts = self.counts.setdefault(model, FeedbackCounts())
         counts.requests += 1
         counts.samples += rows
         counts.bytes += len(body)
-        if captured is not None and captured.predicted is not None and np.issubdtype(labels.dtype, np.number):
-            flat = labels.reshape(rows, -1)
-            truth = flat[:, 0] if flat.shape[1] == 1 else np.argmax(flat, axis=1)  # class ids or one-hot
+        if captured is not None and captured.predicted is not None:
+            truth = labels if spec.kind == "class" else labels.reshape(rows, -1).argmax(axis=1)
             correct = int(np.sum(captured.predicted == truth))
             counts.labelled_answers += rows
             self.canary.observe_labels(model, captured.version, correct, rows)
@@ -151,11 +157,80 @@ class FeedbackService:
             answer["answered_by_version"] = str(captured.version)
         return answer
 
+    @staticmethod
+    def _feeds(signature: Signature, inputs: list, labels: np.ndarray, label_name: str) -> dict[str, np.ndarray]:
+        feeds, rows = signature.check(InferRequest(inputs=inputs))
+        if not signature.batching:  # a model that does not batch: one example
+            feeds, rows = {k: v[np.newaxis] for k, v in feeds.items()}, 1
+        if labels.shape[0] != rows:
+            raise BadRequest(f"labels {label_name!r} have {labels.shape[0]} rows but the inputs have {rows}")
+        return feeds
+
+    @staticmethod
+    def _store_captured(model: str, store: CaptureStore, writer: FeedbackWriter, request_id: str,
+                        signature: Signature, feeds: dict[str, np.ndarray] | None, labels: np.ndarray,
+                        label_name: str) -> Captured | None:
+        """On the capture thread: store the labels with the captured (or given) inputs."""
+        captured = store.peek(request_id)
+        if captured is None and feeds is None:
+            raise BadRequest(f"no captured request {request_id!r} for model {model!r} "
+                             "(never captured, already labelled, or forgotten)")
+        if feeds is None:
+            feeds = captured_feeds(signature, captured)
+            rows = next(iter(feeds.values())).shape[0]
+            if labels.shape[0] != rows:
+                raise BadRequest(f"labels {label_name!r} have {labels.shape[0]} rows but the captured "
+                                 f"request {request_id!r} has {rows}")
+        writer.append(feeds, labels)  # returns once fsynced
+        if captured is not None:
+            store.forget(request_id)
+        return captured
+
+    def _writer(self, model: str) -> FeedbackWriter:
+        writer = self._writers.get(model)
+        if writer is None:
+            writer = self._writers[model] = FeedbackWriter(feedback_dir(self.registry.repo.root, model))
+        return writer
+
+    # ---------------------------------------------------------- quarantine
+    def quarantined(self) -> dict[str, int]:
+        """Per model, the records its store's reader quarantines, as of the latest finished
+        scan; asks for a scan of what was appended since. Called at scrape time (the metric)."""
+        if not self._closed:
+            for record in self.registry.records():
+                self._scan_soon(record.name)
+        return dict(self._quarantined)
+
+    def _scan_soon(self, model: str) -> None:
+        # One scan at a time per model, on its own thread: a big store's first scan must not
+        # hold up captures or the event loop. Later scans read only what was appended.
+        if model in self._scanning:
+            return
+        scan = self._scans.get(model)
+        if scan is None:
+            scan = self._scans[model] = FeedbackScan(feedback_dir(self.registry.repo.root, model))
+        self._scanning.add(model)
+        self._scan_thread.submit(self._scan, model, scan)
+
+    def _scan(self, model: str, scan: FeedbackScan) -> None:
+        try:
+            found = scan.update()
+            if found > self._quarantined.get(model, 0):
+                log.warning("feedback store of %r: %d records quarantined (the trainer skips them): %s",
+                            model, found, "; ".join(scan.reasons[-3:]))
+            self._quarantined[model] = found
+        except OSError as exc:
+            log.warning("feedback store of %r cannot be scanned: %s", model, exc)
+        finally:
+            self._scanning.discard(model)
+
     async def close(self) -> None:
+        self._closed = True
         if self._pending_captures:
             await asyncio.gather(*self._pending_captures, return_exceptions=True)
         for store in self._captures.values():
             await asyncio.get_running_loop().run_in_executor(self._capture_thread, store.close)
         self._capture_thread.shutdown(wait=True)
+        self._scan_thread.shutdown(wait=True, cancel_futures=True)
         for writer in self._writers.values():
             await asyncio.to_thread(writer.close)

@@ -99,6 +99,12 @@ class LoopCollector(Collector):
             for model, counts in sorted(self._feedback.counts.items()):
                 metric.add_sample(name, {"model": model}, float(read(counts)))
             yield metric
+        # The store is scanned in the background, incrementally; a scrape reads the latest scan.
+        quarantined = Metric("tunegate_feedback_quarantined_total",
+                             "Records in the model's feedback store that the reader quarantines (skips)", "unknown")
+        for model, count in sorted(self._feedback.quarantined().items()):
+            quarantined.add_sample("tunegate_feedback_quarantined_total", {"model": model}, float(count))
+        yield quarantined
         jobs = Metric("tunegate_finetune_jobs", "Fine-tune jobs finished, by outcome", "unknown")
         for (model, state), count in sorted(self._jobs.finished.items()):
             jobs.add_sample("tunegate_finetune_jobs", {"model": model, "state": state}, float(count))

@@ -15,7 +15,7 @@ overrides fields for one model (only the fields given are changed), e.g. in TOML
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, model_validator
 
@@ -32,6 +32,20 @@ class LoopSettings(BaseModel):
     label_tensor: str = "label"
     """Name of the tensor that carries the labels in a feedback request (a request may
     name another with ``parameters.label_tensor``)."""
+
+    label_kind: Literal["auto", "class", "target"] = "auto"
+    """What the labels are (README, "Feedback"): ``class`` (one integer class id per row),
+    ``target`` (a vector per row shaped like the model's output row, e.g. one-hot), or
+    ``auto``: ``class`` when ``num_classes`` is set or the model's first output is a
+    ``[batch, C]`` score matrix (C >= 2, floating), else ``target``. Labels are stored in one
+    form per kind, so a model's feedback store never mixes shapes."""
+
+    num_classes: int | None = Field(None, ge=1)
+    """``class``: ids run from 0 to ``num_classes - 1`` (default: C of the output)."""
+
+    label_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    """``target``: the shape of one row's label (default: the output's row; ``[]`` or ``[1]``
+    for one value per row)."""
 
     capture: bool = False
     """Keep the inputs of recent infer requests so feedback can name a request id and send
@@ -124,6 +138,15 @@ class LoopSettings(BaseModel):
 
     min_labelled: int = Field(20, ge=1)
     """Labelled answers each side needs before accuracy is compared."""
+
+    @model_validator(mode="after")
+    def _one_label_kind(self) -> LoopSettings:
+        if self.num_classes is not None and (self.label_shape is not None or self.label_kind == "target"):
+            raise ValueError("num_classes is for class labels: it cannot go with label_shape or "
+                             "label_kind = 'target'")
+        if self.label_shape is not None and self.label_kind == "class":
+            raise ValueError("label_shape is for target labels: it cannot go with label_kind = 'class'")
+        return self
 
     @model_validator(mode="after")
     def _kubernetes_needs_a_template(self) -> LoopSettings:
