@@ -231,6 +231,7 @@ class FeedbackService:
         for store in self._captures.values():
             await asyncio.get_running_loop().run_in_executor(self._capture_thread, store.close)
         self._capture_thread.shutdown(wait=True)
-        self._scan_thread.shutdown(wait=True, cancel_futures=True)
+        # A scan of a big store may be under way: wait for it off the event loop.
+        await asyncio.to_thread(lambda: self._scan_thread.shutdown(wait=True, cancel_futures=True))
         for writer in self._writers.values():
             await asyncio.to_thread(writer.close)

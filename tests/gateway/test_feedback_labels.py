@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from gateway.capture import Captured, captured_feeds
 from gateway.errors import BadRequest
 from gateway.labels import LabelSpec, check_labels, expect_label, label_spec
 from gateway.loop_settings import LoopSettings
@@ -276,3 +277,16 @@ def test_check_labels_accepts_only_the_stored_form_or_says_no(datatype, kind, ro
         assert ((labels >= 0) & (labels < 3)).all()
     else:
         assert labels.dtype == np.float32 and labels.shape == (rows, 3) and np.isfinite(labels).all()
+
+
+def test_captured_inputs_become_stored_rows_checked_against_the_model_as_it_is_now():
+    unbatched = Signature((TensorMeta("X", "FP32", (4,)),), (TensorMeta("P", "FP32", (3,)),), 0)
+    # A capture log written before the fix holds an unbatched example without its row axis.
+    old = Captured(1, {"X": np.arange(4, dtype=np.float64)}, None, 32)
+    feeds = captured_feeds(unbatched, old)
+    assert feeds["X"].shape == (1, 4) and feeds["X"].dtype == np.float32
+    batched = _signature((3,))
+    with pytest.raises(BadRequest, match="does not fit"):
+        captured_feeds(batched, Captured(1, {"X": np.zeros((2, 5), np.float32)}, None, 40))
+    with pytest.raises(BadRequest, match="no input 'X'"):
+        captured_feeds(batched, Captured(1, {"Z": np.zeros((2, 4), np.float32)}, None, 32))
