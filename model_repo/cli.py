@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _action(actions, "list", "models, their versions, the stable ones and any pending canary")
     show = _action(actions, "show", "a model's config, serving state and a version's manifest")
     show.add_argument("model")
-    show.add_argument("--version", help="default: the newest available version")
+    show.add_argument("--version", help="default: the newest version serving")
     verify = _action(actions, "verify", "check the sha256 of every file of a version")
     verify.add_argument("model")
     verify.add_argument("--version", help="default: every version")
@@ -116,7 +116,9 @@ def _list(repo: Repository, args: argparse.Namespace) -> int:
 
 def _show(repo: Repository, args: argparse.Namespace) -> int:
     config, plan = _state(repo, args.model)
-    version = repo.resolve(args.model, args.version) if args.version or repo.available_versions(args.model) else None
+    # Any version there can be shown (the stable one beside a canary, a rejected one), not
+    # only those the version policy alone would serve.
+    version = args.version or (plan.serving[-1] if plan.serving else None)
     manifest = repo.read_manifest(args.model, version).to_dict() if version else None
     data = {"model": args.model, "versions": repo.list_versions(args.model), **_plan_dict(plan),
             "config": config_to_dict(config), "manifest": manifest}
