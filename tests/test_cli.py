@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import json
 import os
 import re
 import socket
@@ -20,6 +22,7 @@ from gateway.cli import add_arguments, settings_from
 from model_repo import Repository
 
 from .gateway import models
+from .gateway.conftest import wait_for
 from .model_repo.conftest import publish_bytes
 
 
@@ -118,22 +121,57 @@ def test_exit_on_error_stops_at_start_up_when_a_model_cannot_load(tmp_path: Path
     assert "junk" in result.stderr.splitlines()[-1]
 
 
-def test_serving_on_port_0_logs_the_port_it_got(repo: Repository) -> None:
+@contextlib.contextmanager
+def gateway(repo: Repository) -> Iterator[int]:
+    """``tunegate serve --port 0`` in a subprocess; yields the port its log line names."""
     server = subprocess.Popen([sys.executable, "-m", "tunegate_cli", "serve", "--repo", str(repo.root), "--port", "0",
-                               "--provider", "cpu"], stderr=subprocess.PIPE, text=True)
+                               "--provider", "cpu"], stderr=subprocess.PIPE, text=True,
+                              env={k: v for k, v in os.environ.items() if not k.upper().startswith("TUNEGATE_")})
     try:
+        match = None
         for line in server.stderr:  # the log line names the port actually bound, not 0
             match = re.search(r"serving .* on http://127\.0\.0\.1:(\d+) ", line)
             if match:
                 break
         assert match and int(match.group(1)) > 0
-        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=30):
-            pass
+        yield int(match.group(1))
     finally:
         server.terminate()
         server.wait(60)
         server.stderr.close()
     assert server.returncode == 0
+
+
+def test_serving_on_port_0_logs_the_port_it_got(repo: Repository) -> None:
+    with gateway(repo) as port, socket.create_connection(("127.0.0.1", port), timeout=30):
+        pass
+
+
+def _get(port: int, path: str, method: str = "GET") -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_a_rollback_from_the_cli_is_applied_when_the_gateway_loads_the_model(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    models.publish(repo, "mlp", models.mlp_fp32(0), models.mlp_config("mlp"))
+    with repo.staging("mlp") as staged:  # what `tunegate finetune` publishes: a pending canary
+        (staged / "model.onnx").write_bytes(models.mlp_fp32(1))
+        repo.publish("mlp", staged, parent_version=1, training={"world_size": 2, "mode": "allreduce"})
+    with gateway(repo) as port:
+        wait_for(lambda: _get(port, "/v2/health/ready")[0] == 200, what="initial load")
+        assert _get(port, "/v2/models/mlp/canary")[1]["canary"]["version"] == 2
+        rolled = tunegate("models", "rollback", "mlp", "--repo", str(repo.root))
+        assert rolled.returncode == 0, rolled.stderr
+        assert _get(port, "/v2/repository/models/mlp/load", "POST")[0] == 200
+        assert "canary" not in _get(port, "/v2/models/mlp/canary")[1]
+        assert _get(port, "/v2/models/mlp/versions/2/ready")[0] != 200
+        assert _get(port, "/v2/models/mlp/versions/1/ready")[0] == 200
 
 
 @pytest.mark.parametrize("argv, strict, exit_on_error", [
