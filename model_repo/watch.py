@@ -1,7 +1,11 @@
-"""A cheap polling watcher: one ``scandir`` per model and a ``stat`` of each config.
+"""A cheap polling watcher: one ``scandir`` per model, a ``stat`` of each config and of
+each version's manifest.
 
-Versions appear by rename, so anything the watcher sees is complete. The gateway calls
-``poll()`` from a worker thread every few seconds and acts on the events.
+Versions appear by rename, so anything the watcher sees is complete. Manifests are
+rewritten by rename too (``atomic_write_json``), so a decision written into one (a canary
+promoted or rolled back by ``tunegate models``) changes its inode and shows as
+``MANIFEST_CHANGED``. The gateway calls ``poll()`` from a worker thread every few seconds
+and acts on the events.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 
 from .config import CONFIG_FILE
 from .errors import RepositoryError
+from .manifest import MANIFEST_FILE
 from .repository import Repository
 
 
@@ -22,6 +27,7 @@ class Change(str, Enum):
     VERSION_ADDED = "version_added"
     VERSION_REMOVED = "version_removed"
     CONFIG_CHANGED = "config_changed"
+    MANIFEST_CHANGED = "manifest_changed"  # a version's manifest.json was rewritten
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,25 @@ class RepoEvent:
     version: int | None = None
 
 
+Stamp = tuple[int, int, int] | None  # (st_mtime_ns, st_size, st_ino); None: no such file
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 @dataclass(frozen=True)
 class _ModelState:
-    config_stamp: tuple[int, int, int]
-    versions: frozenset[int]
+    config_stamp: Stamp
+    manifests: dict[int, Stamp]  # version -> its manifest's stamp
+
+    @property
+    def versions(self) -> frozenset[int]:
+        return frozenset(self.manifests)
 
 
 class RepositoryWatcher:
@@ -46,12 +67,16 @@ class RepositoryWatcher:
     def _snapshot(self) -> dict[str, _ModelState]:
         state = {}
         for model in self.repo.list_models():
+            model_dir = Path(self.repo.root, model)
+            config_stamp = _stamp(model_dir / CONFIG_FILE)
             try:
-                st = os.stat(Path(self.repo.root, model, CONFIG_FILE))
-                versions = frozenset(self.repo.list_versions(model))
+                versions = self.repo.list_versions(model)
             except (OSError, RepositoryError):
                 continue  # removed between listing and looking: next poll says so
-            state[model] = _ModelState((st.st_mtime_ns, st.st_size, st.st_ino), versions)
+            if config_stamp is None:
+                continue
+            state[model] = _ModelState(config_stamp,
+                                       {v: _stamp(model_dir / str(v) / MANIFEST_FILE) for v in versions})
         return state
 
     def poll(self) -> list[RepoEvent]:
@@ -71,5 +96,7 @@ class RepositoryWatcher:
                 events.append(RepoEvent(Change.CONFIG_CHANGED, model))
             events += [RepoEvent(Change.VERSION_REMOVED, model, v) for v in sorted(before.versions - now.versions)]
             events += [RepoEvent(Change.VERSION_ADDED, model, v) for v in sorted(now.versions - before.versions)]
+            events += [RepoEvent(Change.MANIFEST_CHANGED, model, v) for v in sorted(now.versions & before.versions)
+                       if now.manifests[v] != before.manifests[v]]
         self._state = new
         return events

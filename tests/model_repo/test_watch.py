@@ -40,3 +40,18 @@ def test_staging_directories_are_invisible_to_the_watcher(repo: Repository) -> N
     with repo.staging("a") as staged:
         (staged / "model.onnx").write_bytes(b"half written")
         assert watcher.poll() == []
+
+
+def test_a_manifest_rewrite_is_reported_once_with_its_version(repo: Repository) -> None:
+    publish_bytes(repo, "a", b"1")
+    publish_bytes(repo, "a", b"2")
+    watcher = RepositoryWatcher(repo)
+    # What `tunegate models rollback` writes: an atomic rename, so a new inode every time.
+    repo.update_manifest("a", 2, status="rejected")
+    assert watcher.poll() == [RepoEvent(Change.MANIFEST_CHANGED, "a", 2)]
+    assert watcher.poll() == []
+    repo.update_manifest("a", 1, canary={"state": "promoted"})
+    repo.update_manifest("a", 1, canary={"state": "promoted"})  # twice between polls: one event
+    assert watcher.poll() == [RepoEvent(Change.MANIFEST_CHANGED, "a", 1)]
+    publish_bytes(repo, "a", b"3")  # a new version is VERSION_ADDED only, not a manifest change
+    assert watcher.poll() == [RepoEvent(Change.VERSION_ADDED, "a", 3)]
