@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from model_repo import datatypes
 
-from .budget import BYTES_ELEMENT_COST, Claim, json_cost
+from .budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost
 from .errors import BadRequest, BinaryDataError
 
 
@@ -312,6 +312,12 @@ def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
+
+
+def response_cost(response: InferResponse) -> int:
+    """An upper estimate of the memory :func:`encode_response` allocates."""
+    return sum(array.nbytes if binary else array.size * JSON_OUTPUT_ELEMENT_COST
+               for _, array, binary in response.outputs)
 
 
 def _little_endian(array: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ would quarantine is counted by a background scan that each metrics scrape asks f
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,11 +26,12 @@ from typing import Any
 import numpy as np
 from model_repo.feedback import FeedbackScan, FeedbackWriter, feedback_dir
 
+from .budget import Claim
 from .canary import CanaryController
 from .capture import CAPTURE_DIR, Captured, CaptureStore, captured_feeds, predicted_classes
-from .codec import InferRequest, decode_request
+from .codec import InferRequest, brief, decode_request
 from .errors import BadRequest
-from .labels import check_labels, label_spec
+from .labels import LabelSpec, check_labels, expect_label, label_spec
 from .registry import Registry
 from .settings import Settings
 from .signature import Signature
@@ -103,18 +105,17 @@ class FeedbackService:
         return store
 
     # ------------------------------------------------------------- feedback
-    async def submit(self, model: str, body: bytes, header_length: int | None) -> dict[str, Any]:
+    async def submit(self, model: str, body: bytes, header_length: int | None,
+                     claim: Claim | None = None) -> dict[str, Any]:
         settings = self.settings.loop_for(model)
         if not settings.feedback:
             raise BadRequest(f"feedback is turned off for model {model!r}")
         # The stable version's signature: feedback is about the model, not one version.
         served = self.registry.route(model, split=False)
         spec = label_spec(served.signature, settings)
-        if len(body) >= self.settings.codec_offload_bytes:
-            request = await asyncio.to_thread(decode_request, body, header_length,
-                                              max_elements=self.settings.max_elements)
-        else:
-            request = decode_request(body, header_length, max_elements=self.settings.max_elements)
+        decode = functools.partial(decode_request, body, header_length, max_elements=self.settings.max_elements,
+                                   spec=_FeedbackInputs(served.signature, spec), claim=claim)
+        request = await asyncio.to_thread(decode) if len(body) >= self.settings.codec_offload_bytes else decode()
         label_name = request.parameters.get("label_tensor") or settings.label_tensor
         if not isinstance(label_name, str):
             raise BadRequest("parameters.label_tensor must be a string")
@@ -235,3 +236,23 @@ class FeedbackService:
         await asyncio.to_thread(lambda: self._scan_thread.shutdown(wait=True, cancel_futures=True))
         for writer in self._writers.values():
             await asyncio.to_thread(writer.close)
+
+
+class _FeedbackInputs:
+    """The codec's InputSpec for a feedback body: the model's inputs, and the labels (the one
+    tensor that is not a model input), each checked before its data is decoded."""
+
+    def __init__(self, signature: Signature, labels: LabelSpec) -> None:
+        self.signature = signature
+        self.labels = labels
+        self.names = {t.name for t in signature.inputs}
+
+    def check_input(self, name: str, datatype: str, shape: list[int]) -> None:
+        if name in self.names:
+            self.signature.check_input(name, datatype, shape)
+        else:
+            try:
+                expect_label(self.labels, datatype, shape, None)
+            except BadRequest as exc:
+                raise BadRequest(f"unexpected input {brief(name)}: the model takes {sorted(self.names)} plus the "
+                                 f"labels, and as labels it does not fit: {exc.message}") from None

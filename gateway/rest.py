@@ -15,7 +15,7 @@ from model_repo import check_model_name
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .budget import Claim
-from .codec import brief, decode_request, encode_response, parse_json_object
+from .codec import brief, decode_request, encode_response, parse_json_object, response_cost
 from .errors import BadRequest, BinaryDataError, ClientClosedRequest, ServerNotReady, Unauthorized
 from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, SETTINGS
 
@@ -45,8 +45,9 @@ def _header_length(request: web.Request) -> int | None:
 async def read_body(request: web.Request, claim: Claim) -> bytes:
     """The body, charged to ``claim`` before it is read: its Content-Length, or (chunked or
     compressed, the size unknown until read) the largest body allowed, then what it was."""
+    # Twice the length: aiohttp gathers the chunks, then joins them into one bytes object.
     if request.content_length is not None and not request.headers.get("Content-Encoding"):
-        claim.take(request.content_length, "the request body")
+        claim.take(2 * request.content_length, "the request body")
     else:
         claim.take(request.app[SETTINGS].max_body_bytes, "a chunked or compressed request body")
     try:
@@ -55,7 +56,7 @@ async def read_body(request: web.Request, claim: Claim) -> bytes:
         raise BadRequest(f"cannot read the request body: {exc}") from None
     except ConnectionResetError:
         raise ClientClosedRequest("the client closed the connection before sending the whole body") from None
-    claim.shrink_to(len(body))
+    claim.shrink_to(2 * len(body))
     return body
 
 
@@ -131,6 +132,7 @@ async def infer(request: web.Request) -> web.Response:
                                    spec=spec, claim=claim)
         parsed = await asyncio.to_thread(decode) if offload else decode()
         result = await dataplane.infer(model, version, parsed)
+        claim.take(response_cost(result), "the response")
         payload, json_length = await asyncio.to_thread(encode_response, result) if offload \
             else encode_response(result)
     if json_length is None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .loop import CANARY, FEEDBACK, JOBS
-from .rest import _header_length, _json, _model, protected
+from .keys import BUDGET
+from .rest import _header_length, _json, _model, protected, read_body
 
 
 @protected
@@ -14,8 +15,9 @@ async def feedback(request: web.Request) -> web.Response:
     model, _ = _model(request)
     header_length = _header_length(request)
     request.app[FEEDBACK].registry.route(model, split=False)  # 404/503 before reading a body for nothing
-    body = await request.read()
-    return _json(await request.app[FEEDBACK].submit(model, body, header_length))
+    with request.app[BUDGET].claim() as claim:
+        body = await read_body(request, claim)
+        return _json(await request.app[FEEDBACK].submit(model, body, header_length, claim))
 
 
 @protected

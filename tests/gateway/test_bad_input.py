@@ -185,3 +185,14 @@ def test_datatype_is_checked_before_decoding(gateway):
     status, response_headers, raw = gateway.request("POST", MLP, body, headers)
     assert status == 400, raw
     assert "TEXT" in _error(status, response_headers, raw)
+
+
+def test_feedback_labels_are_checked_before_decoding(gateway):
+    header = json.dumps({"inputs": [
+        {"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]},
+        {"name": "label", "datatype": "BYTES", "shape": [1 << 26], "parameters": {"binary_data_size": 4}}]}).encode()
+    status, headers, raw = gateway.request("POST", "/v2/models/mlp/feedback", header + b"\0\0\0\0",
+                                           {"Inference-Header-Content-Length": str(len(header)),
+                                            "X-API-Key": API_KEY})
+    assert status == 400, raw
+    assert "label" in _error(status, headers, raw)
