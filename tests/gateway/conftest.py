@@ -71,7 +71,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(settings: Settings) -> Iterator[Server]:
+def serve(settings: Settings, *, wait_ready: bool = True) -> Iterator[Server]:
+    """A gateway on ``settings.port``; by default once ready, else once its initial load is
+    over (a server whose models fail to load is never ready under strict readiness)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway", daemon=True)
     thread.start()
@@ -86,7 +88,10 @@ def serve(settings: Settings) -> Iterator[Server]:
     app, runner = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
     server = Server(app, runner, loop, settings.port, Repository(settings.repo))
     try:
-        wait_for(lambda: server.request("GET", "/v2/health/ready")[0] == 200, what="server ready")
+        if wait_ready:
+            wait_for(lambda: server.request("GET", "/v2/health/ready")[0] == 200, what="server ready")
+        else:
+            wait_for(lambda: server.call(lambda: server.registry.started.is_set()), what="initial load over")
         yield server
     finally:
         with contextlib.suppress(RuntimeError):  # a test may already have shut it down

@@ -196,3 +196,15 @@ def test_feedback_labels_are_checked_before_decoding(gateway):
                                             "X-API-Key": API_KEY})
     assert status == 400, raw
     assert "label" in _error(status, headers, raw)
+
+
+def test_parser_refusals_are_one_warning_line_not_an_error_traceback(gateway, caplog):
+    caplog.set_level("DEBUG", logger="aiohttp.server")
+    for bad in (b"GET /v2 HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+                b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n"):
+        status, _ = _raw_exchange(gateway.port, bad)
+        assert status in (400, 431)
+    _assert_serving(gateway)
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records and not [r for r in records if r.levelname == "ERROR" or r.exc_info]
+    assert all("refused a malformed request" in r.getMessage() for r in records if r.levelname == "WARNING")
