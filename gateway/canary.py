@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from model_repo import Repository, RepositoryError
+
 # The serving rule is the repository's (the CLI applies it too); re-exported for the registry.
 from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, plan_versions  # noqa: F401
 
@@ -229,10 +231,23 @@ class CanaryController:
     async def _finish(self, state: CanaryState, outcome: str, why: str, *, manual: bool) -> None:
         if not state.live:
             return
+        repo = self.registry.repo
+        # `tunegate models promote|rollback` may have decided meanwhile (the watcher has not
+        # polled yet): its decision stands, ours must not overwrite it.
+        existing = await asyncio.to_thread(_manifest_decision, repo, state.model, state.version)
+        if not state.live:
+            return  # decided or withdrawn while the manifest was read
+        if existing is not None:
+            state.state, state.reason = existing
+            log.info("model %s version %s: canary already decided in its manifest (%s); deferring to it "
+                     "rather than %s", state.model, state.version, existing[0].replace("_", " "),
+                     outcome.replace("_", " "))
+            state.changed.set()
+            await self.registry.reconcile(state.model)
+            return
         state.state, state.reason = outcome, why
         report = {**state.to_dict(), "manual": manual,
                   "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        repo = self.registry.repo
         (log.warning if outcome == ROLLED_BACK else log.info)(
             "model %s version %s: canary %s: %s", state.model, state.version, outcome.replace("_", " "), why)
         # The decision goes into the manifest first: the registry's plan reads it, and a
@@ -262,3 +277,18 @@ class CanaryController:
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
+
+
+def _manifest_decision(repo: Repository, model: str, version: int) -> tuple[str, str] | None:
+    """(state, reason) of a decision already in the version's manifest, or None (blocking)."""
+    try:
+        manifest = repo.read_manifest(model, version)
+    except RepositoryError:
+        return None  # gone or unreadable: writing the decision says what is wrong
+    report = manifest.extra.get("canary")
+    report = report if isinstance(report, dict) else {}
+    if manifest.status == REJECTED:
+        return ROLLED_BACK, str(report.get("reason") or "rejected in its manifest")
+    if manifest.extra.get("canary"):
+        return str(report.get("state") or PROMOTED), str(report.get("reason") or "decided in its manifest")
+    return None

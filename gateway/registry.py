@@ -268,7 +268,8 @@ class Registry:
         stable = [v for v in record.serving if v != version]
         if version is None or version not in record.serving or not stable:
             if record.canary is not None and record.canary.live:
-                record.canary.state = "withdrawn"  # left the repository or the policy
+                record.canary.state = "withdrawn"  # left the repository or the policy, or decided outside
+                record.canary.changed.set()  # its window watcher may wait without a timeout
             record.canary = None
             return
         if record.canary is not None and record.canary.version == version:

@@ -207,7 +207,6 @@ def _decided(repo: Repository, args: argparse.Namespace, version: int, what: str
     _, plan = _state(repo, args.model)
     data = {"model": args.model, "version": version, "decision": what.replace(" ", "_"), **_plan_dict(plan)}
     _emit(args, data, "\n".join([f"{what} {args.model} version {version}", *_describe_plan(args.model, plan)]))
-    print(f"note: a gateway already serving {args.model} applies this when it (re)loads the model, e.g. "
-          f"POST /v2/repository/models/{args.model}/load; a canary it is running is decided with "
-          f"POST /v2/models/{args.model}/canary/promote|rollback", file=sys.stderr)
+    print(f"note: a running gateway applies it within one poll interval (poll mode); in explicit or none "
+          f"mode, on POST /v2/repository/models/{args.model}/load or a restart", file=sys.stderr)
     return 0

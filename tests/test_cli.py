@@ -122,11 +122,12 @@ def test_exit_on_error_stops_at_start_up_when_a_model_cannot_load(tmp_path: Path
 
 
 @contextlib.contextmanager
-def gateway(repo: Repository) -> Iterator[int]:
+def gateway(repo: Repository, *flags: str, env: dict[str, str] | None = None) -> Iterator[int]:
     """``tunegate serve --port 0`` in a subprocess; yields the port its log line names."""
+    environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("TUNEGATE_")}
     server = subprocess.Popen([sys.executable, "-m", "tunegate_cli", "serve", "--repo", str(repo.root), "--port", "0",
-                               "--provider", "cpu"], stderr=subprocess.PIPE, text=True,
-                              env={k: v for k, v in os.environ.items() if not k.upper().startswith("TUNEGATE_")})
+                               "--provider", "cpu", *flags], stderr=subprocess.PIPE, text=True,
+                              env={**environ, **(env or {})})
     try:
         match = None
         for line in server.stderr:  # the log line names the port actually bound, not 0
@@ -157,21 +158,50 @@ def _get(port: int, path: str, method: str = "GET") -> tuple[int, dict]:
         conn.close()
 
 
-def test_a_rollback_from_the_cli_is_applied_when_the_gateway_loads_the_model(tmp_path: Path) -> None:
+def _repo_with_pending_canary(tmp_path: Path) -> Repository:
     repo = Repository(tmp_path / "repo")
     models.publish(repo, "mlp", models.mlp_fp32(0), models.mlp_config("mlp"))
     with repo.staging("mlp") as staged:  # what `tunegate finetune` publishes: a pending canary
         (staged / "model.onnx").write_bytes(models.mlp_fp32(1))
         repo.publish("mlp", staged, parent_version=1, training={"world_size": 2, "mode": "allreduce"})
-    with gateway(repo) as port:
+    return repo
+
+
+def _serves(port: int, ready: set[int], not_ready: set[int]) -> bool:
+    return (all(_get(port, f"/v2/models/mlp/versions/{v}/ready")[0] == 200 for v in ready)
+            and all(_get(port, f"/v2/models/mlp/versions/{v}/ready")[0] != 200 for v in not_ready))
+
+
+@pytest.mark.parametrize("action, serving, gone", [("rollback", 1, 2), ("promote", 2, 1)])
+def test_a_decision_from_the_cli_is_applied_by_a_polling_gateway_by_itself(
+        tmp_path: Path, action: str, serving: int, gone: int) -> None:
+    repo = _repo_with_pending_canary(tmp_path)
+    with gateway(repo, "--model-control", "poll", env={"TUNEGATE_POLL_INTERVAL_SECONDS": "0.1"}) as port:
         wait_for(lambda: _get(port, "/v2/health/ready")[0] == 200, what="initial load")
         assert _get(port, "/v2/models/mlp/canary")[1]["canary"]["version"] == 2
+        decided = tunegate("models", action, "mlp", "--repo", str(repo.root))
+        assert decided.returncode == 0, decided.stderr
+        assert "within one poll interval" in decided.stderr
+        # No load call: the watcher sees the manifest change and the registry applies the plan.
+        wait_for(lambda: _serves(port, {serving}, {gone}), what=f"the gateway to apply the {action}")
+        assert "canary" not in _get(port, "/v2/models/mlp/canary")[1]
+    assert repo.read_manifest("mlp", 2).extra["canary"]["state"] == ("promoted" if action == "promote"
+                                                                     else "rolled_back")
+
+
+def test_the_gateway_does_not_overwrite_a_decision_the_cli_made_meanwhile(tmp_path: Path) -> None:
+    repo = _repo_with_pending_canary(tmp_path)
+    with gateway(repo, "--model-control", "none") as port:  # no watcher: the gateway still has the canary live
+        wait_for(lambda: _get(port, "/v2/health/ready")[0] == 200, what="initial load")
         rolled = tunegate("models", "rollback", "mlp", "--repo", str(repo.root))
         assert rolled.returncode == 0, rolled.stderr
-        assert _get(port, "/v2/repository/models/mlp/load", "POST")[0] == 200
-        assert "canary" not in _get(port, "/v2/models/mlp/canary")[1]
-        assert _get(port, "/v2/models/mlp/versions/2/ready")[0] != 200
-        assert _get(port, "/v2/models/mlp/versions/1/ready")[0] == 200
+        status, body = _get(port, "/v2/models/mlp/canary/promote", "POST")
+        assert status == 200 and body["state"] == "rolled_back", body
+        assert _serves(port, {1}, {2})
+    manifest = repo.read_manifest("mlp", 2)
+    assert manifest.status == "rejected"
+    assert manifest.extra["canary"]["state"] == "rolled_back"
+    assert "tunegate models rollback" in manifest.extra["canary"]["reason"]
 
 
 @pytest.mark.parametrize("argv, strict, exit_on_error", [
