@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from model_repo import Repository, RepositoryError
 
 # The serving rule is the repository's (the CLI applies it too); re-exported for the registry.
-from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, plan_versions  # noqa: F401
+from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, is_pending, plan_versions  # noqa: F401
 
 from .errors import BadRequest
 from .loop_settings import LoopSettings
@@ -232,31 +232,28 @@ class CanaryController:
         if not state.live:
             return
         repo = self.registry.repo
-        # `tunegate models promote|rollback` may have decided meanwhile (the watcher has not
-        # polled yet): its decision stands, ours must not overwrite it.
-        existing = await asyncio.to_thread(_manifest_decision, repo, state.model, state.version)
+        report = {**state.to_dict(), "state": outcome, "reason": why, "manual": manual,
+                  "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        changes: dict[str, Any] = {"canary": report} if outcome == PROMOTED else {"status": REJECTED, "canary": report}
+        # The decision goes into the manifest first (the registry's plan reads it, and a restart
+        # must not put a rejected version back into service), and only while nobody has
+        # decided: `tunegate models promote|rollback` may have, before the watcher polled.
+        written = await asyncio.to_thread(repo.update_manifest_if, state.model, state.version, is_pending,
+                                          **changes)
         if not state.live:
-            return  # decided or withdrawn while the manifest was read
-        if existing is not None:
-            state.state, state.reason = existing
+            return  # withdrawn while the manifest was written
+        if written is None:
+            existing = await asyncio.to_thread(_manifest_decision, repo, state.model, state.version)
+            state.state, state.reason = existing or (outcome, why)
             log.info("model %s version %s: canary already decided in its manifest (%s); deferring to it "
-                     "rather than %s", state.model, state.version, existing[0].replace("_", " "),
+                     "rather than %s", state.model, state.version, state.state.replace("_", " "),
                      outcome.replace("_", " "))
             state.changed.set()
             await self.registry.reconcile(state.model)
             return
         state.state, state.reason = outcome, why
-        report = {**state.to_dict(), "manual": manual,
-                  "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (log.warning if outcome == ROLLED_BACK else log.info)(
             "model %s version %s: canary %s: %s", state.model, state.version, outcome.replace("_", " "), why)
-        # The decision goes into the manifest first: the registry's plan reads it, and a
-        # restart must not put a rejected version back into service.
-        if outcome == PROMOTED:
-            await asyncio.to_thread(repo.update_manifest, state.model, state.version, canary=report)
-        else:
-            await asyncio.to_thread(repo.update_manifest, state.model, state.version, status=REJECTED,
-                                    canary=report)
         self.decisions[(state.model, outcome)] = self.decisions.get((state.model, outcome), 0) + 1
         self.history.setdefault(state.model, []).append(report)
         del self.history[state.model][:-20]

@@ -173,7 +173,9 @@ def _promote(repo: Repository, args: argparse.Namespace) -> int:
         raise RepositoryError(f"model {args.model!r} version {version} is not a pending canary "
                               "(only a fine-tuned version nobody has decided on is)")
     report = decision_report(version, _stable(plan, version), PROMOTED, "promoted by hand (tunegate models promote)")
-    repo.update_manifest(args.model, version, canary=report)
+    if repo.update_manifest_if(args.model, version, is_pending, canary=report) is None:
+        raise RepositoryError(f"model {args.model!r} version {version} was decided meanwhile (by a gateway's "
+                              "canary window): see tunegate models show")
     return _decided(repo, args, version, "promoted")
 
 
@@ -184,7 +186,9 @@ def _rollback(repo: Repository, args: argparse.Namespace) -> int:
         raise RepositoryError(f"model {args.model!r} version {version} is already rolled back")
     report = decision_report(version, _stable(plan, version), ROLLED_BACK,
                              "rolled back by hand (tunegate models rollback)")
-    repo.update_manifest(args.model, version, status=REJECTED, canary=report)
+    if repo.update_manifest_if(args.model, version, lambda m: m.status != REJECTED,
+                               status=REJECTED, canary=report) is None:
+        raise RepositoryError(f"model {args.model!r} version {version} is already rolled back")
     return _decided(repo, args, version, "rolled back")
 
 

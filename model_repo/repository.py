@@ -20,7 +20,7 @@ import datetime as dt
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .config import CONFIG_FILE, ModelConfig, read_config, write_config
@@ -96,9 +96,20 @@ class Repository:
 
     def update_manifest(self, model: str, version: int | str, **changes: object) -> Manifest:
         """Change fields of a published manifest (e.g. ``status="rejected"``) atomically."""
+        updated = self.update_manifest_if(model, version, lambda _: True, **changes)
+        assert updated is not None
+        return updated
+
+    def update_manifest_if(self, model: str, version: int | str, condition: Callable[[Manifest], bool],
+                           **changes: object) -> Manifest | None:
+        """Like :meth:`update_manifest`, but only when ``condition`` holds for the manifest as
+        it is under the lock (None when it does not): two deciders of one canary, the CLI
+        and a gateway, can never both write."""
         path = self._existing_version(model, version)
         with self._locked(model):
             manifest = read_manifest(path / MANIFEST_FILE)
+            if not condition(manifest):
+                return None
             for key, value in changes.items():
                 if key in Manifest.__dataclass_fields__:
                     setattr(manifest, key, value)
