@@ -9,7 +9,7 @@ import socket
 
 from aiohttp import web
 
-from .errors import GatewayError
+from .core.errors import GatewayError
 from .settings import Settings, load_settings
 
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     # minutes of loading.
     sock = listen(settings.host, settings.port)
     address = _url_host(sock.getsockname())
-    from .app import AccessLogger, create_app  # onnxruntime and friends: after the cheap checks
+    from .http.app import AccessLogger, create_app  # onnxruntime and friends: after the cheap checks
 
     app = create_app(settings)
     try:

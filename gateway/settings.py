@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import GatewayError
-from .loop_settings import LoopSettings
+from .core.errors import GatewayError
+from .loop.settings import LoopSettings
 from .settings_errors import Sources, describe
 
 GiB = 1 << 30

@@ -2,7 +2,7 @@
 finetune --submit`` submits.
 
 It lives here, at the bottom layer, because all three need it and neither the gateway nor
-the trainer may import the other (DESIGN.md "Layout and data flow"). Stdlib only.
+the trainer may import the other (docs/architecture.md, "Imports"). Stdlib only.
 
 A job is always the same command, ``tunegate finetune ... --json`` (see :meth:`JobSpec.argv`);
 a launcher decides where it runs. The command's exit status says how it ended (the

@@ -1,6 +1,6 @@
 """A fine-tune job as a Kubernetes Indexed Job made from the Helm chart's template.
 
-Shared by the gateway's Kubernetes launcher (``gateway/jobs/kubernetes.py``, which runs
+Shared by the gateway's Kubernetes launcher (``gateway/loop/jobs/kubernetes.py``, which runs
 these blocking calls in worker threads) and ``tunegate finetune --submit``
 (``trainer/submit.py``): it lives in ``model_repo`` because neither may import the other.
 

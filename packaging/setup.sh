@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a development/serving environment in .venv:
 # system packages, Python dependencies, and Horovod built against the installed
-# TensorFlow (DESIGN.md: "Horovod 0.28.1 from PyPI builds against TF 2.21 only with help").
+# TensorFlow (docs/architecture.md, "Facts the code relies on": Horovod 0.28.1 from PyPI
+# builds against TF 2.21 only with help).
 # The Horovod wheel is cached under $TUNEGATE_CACHE so later runs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."

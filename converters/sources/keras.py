@@ -2,7 +2,8 @@
 
 tf2onnx's ``from_keras`` breaks on Keras 3 (tf2onnx#2329), so the model is exported as a
 SavedModel with one endpoint whose arguments and outputs carry the Keras names, and that
-SavedModel is converted (DESIGN.md: the one path that worked on every model measured)."""
+SavedModel is converted (docs/architecture.md, "Facts the code relies on": the one path that
+worked on every model measured)."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def as_functional(model):
 @contextlib.contextmanager
 def cpu_rnn_kernels(model):
     """With a GPU visible, Keras traces LSTM/GRU to CudnnRNNV3, which tf2onnx cannot convert
-    (DESIGN.md); tracing with ``use_cudnn=False`` gives the generic loop it turns into ONNX
+    (docs/architecture.md); tracing with ``use_cudnn=False`` gives the generic loop it turns into ONNX
     LSTM/Loop, the same graph as on a CPU-only host. The model is left as it was."""
     changed = []
     for layer in model._flatten_layers():

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from model_repo import ModelConfig
 
-from ..batching import BatchPolicy
+from ..core.batching import BatchPolicy
 from ..settings import RuntimeSettings
-from ..signature import Signature
+from ..core.signature import Signature
 
 
 class Runtime(ABC):

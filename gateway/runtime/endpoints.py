@@ -24,10 +24,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 import tritonclient.http.aio as triton_aio
-from aiohttp import web
 from tritonclient.utils import InferenceServerException
 
-from ..errors import BadRequest, GatewayError, InferenceError
+from ..core.errors import BadRequest, GatewayError, InferenceError
 from ..settings import TritonSettings
 
 log = logging.getLogger("tunegate.triton")
@@ -213,5 +212,3 @@ class TritonFleet:
         for pool in pools:
             await pool.close()
 
-
-TRITON_FLEET = web.AppKey("triton_fleet", TritonFleet)

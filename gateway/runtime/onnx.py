@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from model_repo import ModelConfig, datatypes
 
-from ..errors import BadRequest, InferenceError, LoadError
+from ..core.errors import BadRequest, InferenceError, LoadError
 from ..settings import RuntimeSettings
 from .base import Runtime
 from .providers import CUDA, ProviderChoice, choose_provider

@@ -14,7 +14,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from ..errors import LoadError
+from ..core.errors import LoadError
 from ..settings import RuntimeSettings
 
 CUDA = "CUDAExecutionProvider"

@@ -16,7 +16,7 @@ import os
 import onnxruntime as ort
 from model_repo import ModelConfig
 
-from ..errors import LoadError
+from ..core.errors import LoadError
 from ..settings import RuntimeSettings
 
 _OPT_LEVELS = {

@@ -20,10 +20,10 @@ import tritonclient.http.aio as triton_aio
 from google.protobuf import json_format
 from model_repo import ModelConfig
 
-from ..batching import BatchPolicy
-from ..errors import GatewayError, LoadError
+from ..core.batching import BatchPolicy
+from ..core.errors import GatewayError, LoadError
 from ..settings import RuntimeSettings, Settings
-from ..signature import Signature
+from ..core.signature import Signature
 from .base import Runtime
 from .endpoints import EndpointPool, TritonFleet
 
@@ -129,17 +129,4 @@ class TritonRuntime(Runtime):
         self._pool = None
 
 
-def runtime_factory(fleet: TritonFleet):
-    """The registry's factory: each model on the runtime its settings name."""
-    from ..registry import onnx_runtime_factory
-
-    def factory(repo, model: str, version: int, config: ModelConfig, settings: Settings) -> Runtime:
-        runtime = settings.runtime_for(model)
-        if runtime.kind == "triton":
-            return TritonRuntime(model, version, config, runtime, fleet)
-        return onnx_runtime_factory(repo, model, version, config, settings)
-
-    return factory
-
-
-__all__ = ["TritonRuntime", "runtime_factory"]
+__all__ = ["TritonRuntime"]

@@ -17,8 +17,8 @@ import pytest
 import tritonclient.http as triton
 from aiohttp import web
 
-from gateway.app import AccessLogger, create_app
-from gateway.keys import REGISTRY
+from gateway.http.app import AccessLogger, create_app
+from gateway.http.keys import REGISTRY
 from gateway.settings import Settings
 from model_repo import Repository
 from model_repo.triton import free_port

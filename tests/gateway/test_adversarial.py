@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.budget import MemoryBudget
-from gateway.codec import decode_request
-from gateway.errors import GatewayError
-from gateway.signature import Signature, TensorMeta
+from gateway.core.budget import MemoryBudget
+from gateway.http.codec import decode_request
+from gateway.core.errors import GatewayError
+from gateway.core.signature import Signature, TensorMeta
 from model_repo import Repository
 from model_repo.feedback import feedback_dir, read_feedback
 

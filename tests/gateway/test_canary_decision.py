@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.canary import CanaryState, Side, decide
-from gateway.loop_settings import LoopSettings
+from gateway.loop.canary import CanaryState, Side, decide
+from gateway.loop.settings import LoopSettings
 
 
 def _side(requests: int = 100, errors: int = 0, latency_ms: float = 5.0, labelled: int = 0, correct: int = 0) -> Side:

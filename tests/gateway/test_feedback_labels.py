@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from gateway.capture import Captured, captured_feeds
-from gateway.errors import BadRequest
-from gateway.labels import LabelSpec, check_labels, expect_label, label_spec
-from gateway.loop_settings import LoopSettings
-from gateway.signature import Signature, TensorMeta
+from gateway.loop.capture import Captured, captured_feeds
+from gateway.core.errors import BadRequest
+from gateway.loop.labels import LabelSpec, check_labels, expect_label, label_spec
+from gateway.loop.settings import LoopSettings
+from gateway.core.signature import Signature, TensorMeta
 from model_repo import Repository, TensorSpec, make_config
 from model_repo.feedback import FeedbackWriter, feedback_dir, read_feedback
 

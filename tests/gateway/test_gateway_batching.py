@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from gateway.batching import Batcher, BatchPolicy
-from gateway.errors import InferenceError, QueueFull
-from gateway.stats import VersionStats
+from gateway.core.batching import Batcher, BatchPolicy
+from gateway.core.errors import InferenceError, QueueFull
+from gateway.core.stats import VersionStats
 
 
 def _infer(gateway, model, x):

@@ -9,7 +9,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.http._utils import _get_inference_request
 
-from gateway.codec import InferResponse, decode_request, encode_response
+from gateway.core.types import InferResponse
+from gateway.http.codec import decode_request, encode_response
 
 CASES = {
     "BOOL": np.array([[True, False, True]]), "UINT8": np.array([[0, 7, 255]], np.uint8),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from gateway.errors import LoadError
+from gateway.core.errors import LoadError
 from gateway.runtime.onnx import OnnxRuntime
 from gateway.settings import RuntimeSettings, load_settings
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from gateway.app import create_app
-from gateway.errors import StartupError
+from gateway.http.app import create_app
+from gateway.core.errors import StartupError
 
 from . import models
 from .conftest import API_KEY, make_settings, serve, wait_for

@@ -8,7 +8,7 @@ import os
 import onnxruntime as ort
 import pytest
 
-from gateway.errors import LoadError
+from gateway.core.errors import LoadError
 from gateway.runtime.session_options import session_options
 from gateway.settings import RuntimeSettings
 

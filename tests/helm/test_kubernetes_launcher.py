@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.jobs.kubernetes import JobClusterError, KubernetesLauncher, job_manifest, job_name, job_state, rank_args
-from gateway.jobs.launcher import JobSpec, JobState
+from gateway.loop.jobs.kubernetes import JobClusterError, KubernetesLauncher, job_manifest, job_name, job_state, rank_args
+from gateway.loop.jobs.launcher import JobSpec, JobState
 
 from .conftest import ROOT, finetune_template
 
@@ -143,14 +143,14 @@ def test_submit_to_a_cluster_that_is_down_says_so(tmp_path):
 
 
 def test_submit_loads_neither_tensorflow_nor_horovod_nor_aiohttp():
-    code = ("import sys, trainer.submit, gateway.jobs.kubernetes; "
+    code = ("import sys, trainer.submit, gateway.loop.jobs.kubernetes; "
             "print(sorted(m for m in ('tensorflow', 'horovod', 'aiohttp', 'kubernetes') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_kubernetes_loop_settings_build_a_kubernetes_launcher_without_a_cluster(rendered, tmp_path):
-    from gateway.loop import make_launcher
+    from gateway.loop.wiring import make_launcher
     from gateway.settings import ConfigFileError, load_settings
 
     template = tmp_path / "job.yaml"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.jobs.kubernetes import job_manifest
-from gateway.jobs.launcher import JobSpec
+from gateway.loop.jobs.kubernetes import job_manifest
+from gateway.loop.jobs.launcher import JobSpec
 from model_repo.triton import free_port
 from tests.trainer.conftest import env as trainer_env
 

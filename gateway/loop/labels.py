@@ -29,9 +29,9 @@ from typing import Literal, Protocol
 import numpy as np
 from model_repo import datatypes
 
-from .errors import BadRequest
-from .loop_settings import LoopSettings
-from .signature import Signature
+from ..core.errors import BadRequest
+from .settings import LoopSettings
+from ..core.signature import Signature
 
 _INTEGERS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 _FLOATS = ("FP16", "FP32", "FP64")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from model_repo import ModelConfig, datatypes
 
-from .codec import InferRequest, brief
-from .errors import BadRequest
+from .types import InferRequest
+from .errors import BadRequest, brief
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import Conflict, JobNotFound, ModelNotReady
-from ..loop_settings import LoopSettings
-from ..registry import Registry
+from ...core.errors import Conflict, JobNotFound, ModelNotReady
+from ..canary import CanaryState
+from ..settings import LoopSettings
+from ...core.registry import Registry
 from .launcher import JobSpec, JobState, Launcher
 
 log = logging.getLogger("tunegate.jobs")
@@ -31,9 +32,10 @@ _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 class JobManager:
-    def __init__(self, registry: Registry, launcher: Launcher,
-                 settings_for: Callable[[str], LoopSettings]) -> None:
+    def __init__(self, registry: Registry, launcher: Launcher, settings_for: Callable[[str], LoopSettings],
+                 canary: Callable[[str], CanaryState | None]) -> None:
         self.registry = registry
+        self.canary = canary  # the model's canary, if any: no job while one is on trial
         self.launcher = launcher
         self.settings_for = settings_for
         self.jobs: dict[str, str] = {}  # job id -> model, this run's jobs
@@ -49,8 +51,9 @@ class JobManager:
         if model in self.running or model in self._starting:
             raise Conflict(f"model {model!r} already has fine-tune job {self.running.get(model, '')} running")
         record = self.registry.record(model)
-        if record.canary is not None and record.canary.live:
-            raise Conflict(f"model {model!r} has version {record.canary.version} on trial as a canary; "
+        trial = self.canary(model)
+        if trial is not None and trial.live:
+            raise Conflict(f"model {model!r} has version {trial.version} on trial as a canary; "
                            "promote or roll it back first")
         if not record.serving:
             raise ModelNotReady(f"model {model!r} has no version serving to fine-tune")
@@ -127,9 +130,8 @@ class JobManager:
             self._schedules[model] = self.registry.spawn(self._schedule(model, settings.trigger_interval_seconds))
 
     def _try_start(self, model: str, reason: str) -> None:
-        record = self.registry.get(model)
-        busy = (model in self.running or model in self._starting
-                or (record is not None and record.canary is not None and record.canary.live))
+        trial = self.canary(model)
+        busy = model in self.running or model in self._starting or (trial is not None and trial.live)
         if not busy:
             self.registry.spawn(self._start_quietly(model, reason))
 

@@ -1,81 +1,17 @@
-"""The online-learning loop, wired into the application: feedback and capture, fine-tune
-jobs, canaries; their routes (``rest_loop``), metrics and clean-up.
-
-``setup_loop(app)`` is called by ``create_app``; everything it builds hangs off typed
-``AppKey``s and is closed by its ``cleanup_ctx`` step (before the registry's, so jobs are
-cancelled and captures flushed while the models are still there).
-"""
+"""The loop's Prometheus metrics: feedback, the store's quarantine, fine-tune jobs,
+canaries. Read at scrape time from the loop's own objects."""
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from ..core.registry import Registry
 from .canary import CanaryController
-from .codec import InferRequest
 from .feedback import FeedbackService
-from .jobs.launcher import Launcher
-from .jobs.local import LocalLauncher
 from .jobs.manager import JobManager
-from .keys import DATAPLANE, REGISTRY, SETTINGS
-from .registry import Registry
-from .settings import Settings
-
-# The X-Request-ID of the request being handled (set by app.request_middleware), so a
-# captured infer can be found by the id the client saw in the response header.
-REQUEST_ID = contextvars.ContextVar[str | None]("tunegate_request_id", default=None)
-
-FEEDBACK = web.AppKey("feedback", FeedbackService)
-CANARY = web.AppKey("canary", CanaryController)
-JOBS = web.AppKey("jobs", JobManager)
-
-
-def make_launcher(settings: Settings) -> Launcher:
-    """The launcher ``settings.loop.launcher`` names; it connects to a cluster on first use."""
-    loop = settings.loop
-    if loop.launcher == "kubernetes":
-        # Imported here: only a cluster deployment needs it (and its `kubernetes` client).
-        from .jobs.kubernetes import KubernetesLauncher
-
-        return KubernetesLauncher.from_settings(template_file=loop.job_template, repo=settings.repo,
-                                                namespace=loop.namespace)
-    jobs_dir = loop.jobs_dir or Path(settings.repo).absolute() / ".jobs"
-    return LocalLauncher(jobs_dir, program=tuple(loop.program) if loop.program else None)
-
-
-def setup_loop(app: web.Application, metrics_registry: CollectorRegistry) -> None:
-    from .rest_loop import add_loop_routes
-
-    settings, registry, dataplane = app[SETTINGS], app[REGISTRY], app[DATAPLANE]
-    canary = CanaryController(registry, settings.loop_for)
-    jobs = JobManager(registry, make_launcher(settings), settings.loop_for)
-    feedback = FeedbackService(registry, settings, canary, jobs.feedback_arrived)
-    registry.on_canary = canary.started
-    app[CANARY], app[JOBS], app[FEEDBACK] = canary, jobs, feedback
-
-    def observe(model: str, version: int, ok: bool, elapsed_ns: int, request: InferRequest, answer) -> None:
-        canary.observe(model, version, ok, elapsed_ns)
-        ids = [i for i in dict.fromkeys((request.id, REQUEST_ID.get())) if i]
-        feedback.observe_infer(model, version, ok, elapsed_ns, request, answer, ids)
-
-    dataplane.observers.append(observe)
-    dataplane.parameter_sources += [canary.parameters, jobs.parameters]
-    metrics_registry.register(LoopCollector(feedback, jobs, canary, registry))
-    add_loop_routes(app)
-    app.cleanup_ctx.append(_loop_ctx)
-
-
-async def _loop_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[JOBS].close()
-    await app[CANARY].close()
-    await app[FEEDBACK].close()
 
 
 class LoopCollector(Collector):
@@ -121,7 +57,7 @@ class LoopCollector(Collector):
         window = Metric("tunegate_canary_window_requests", "Requests answered in the canary window",
                         "gauge")
         for record in self._registry.records():
-            state = record.canary
+            state = self._canary.current(record.name)
             if state is None or not state.live:
                 continue
             live.add_sample("tunegate_canary", {"model": record.name, "version": str(state.version),

@@ -1,9 +1,9 @@
 """Labelled feedback: validated like an infer request, stored durably for the trainer.
 
-A feedback body is a v2 inference request (JSON, or Triton's binary tensor extension)
+A feedback request is a v2 inference request (decoded by a front end, over any protocol)
 whose inputs are the model's inputs plus one more tensor, the labels (named ``label``, or
 ``parameters.label_tensor``), one label per row, checked against the model's label spec and
-stored in its one form (``gateway.labels``). Or it names a captured infer request
+stored in its one form (``gateway.loop.labels``). Or it names a captured infer request
 (``parameters.request_id``) and sends only the labels; then the request's inputs are
 stored, and the labels also score the answer that request got (a canary's accuracy). The
 capture is forgotten only once the record is stored: a feedback that fails can be retried.
@@ -16,7 +16,6 @@ would quarantine is counted by a background scan that each metrics scrape asks f
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,15 +25,15 @@ from typing import Any
 import numpy as np
 from model_repo.feedback import FeedbackScan, FeedbackWriter, feedback_dir
 
-from .budget import Claim
+from ..core.errors import BadRequest, brief
+from ..core.registry import Registry
+from ..core.signature import Signature
+from ..core.types import InferRequest, InputSpec
+from ..settings import Settings
 from .canary import CanaryController
 from .capture import CAPTURE_DIR, Captured, CaptureStore, captured_feeds, predicted_classes
-from .codec import InferRequest, brief, decode_request
-from .errors import BadRequest
 from .labels import LabelSpec, check_labels, expect_label, label_spec
-from .registry import Registry
-from .settings import Settings
-from .signature import Signature
+from .settings import LoopSettings
 
 log = logging.getLogger("tunegate.feedback")
 
@@ -105,17 +104,26 @@ class FeedbackService:
         return store
 
     # ------------------------------------------------------------- feedback
-    async def submit(self, model: str, body: bytes, header_length: int | None,
-                     claim: Claim | None = None) -> dict[str, Any]:
+    def input_spec(self, model: str) -> InputSpec:
+        """What a feedback request's tensors may be, for the front end's decoder: the model's
+        inputs, and the labels under the model's label spec (404/503, or 400 when feedback is
+        off, before anything is decoded)."""
+        settings = self._on(model)
+        signature = self.registry.route(model).signature
+        return _FeedbackInputs(signature, label_spec(signature, settings))
+
+    def _on(self, model: str) -> LoopSettings:
         settings = self.settings.loop_for(model)
         if not settings.feedback:
             raise BadRequest(f"feedback is turned off for model {model!r}")
+        return settings
+
+    async def submit(self, model: str, request: InferRequest, nbytes: int) -> dict[str, Any]:
+        """Store the labelled examples of a decoded feedback request (``nbytes``: its size)."""
+        settings = self._on(model)
         # The stable version's signature: feedback is about the model, not one version.
-        served = self.registry.route(model, split=False)
+        served = self.registry.route(model)
         spec = label_spec(served.signature, settings)
-        decode = functools.partial(decode_request, body, header_length, max_elements=self.settings.max_elements,
-                                   spec=_FeedbackInputs(served.signature, spec), claim=claim)
-        request = await asyncio.to_thread(decode) if len(body) >= self.settings.codec_offload_bytes else decode()
         label_name = request.parameters.get("label_tensor") or settings.label_tensor
         if not isinstance(label_name, str):
             raise BadRequest("parameters.label_tensor must be a string")
@@ -146,7 +154,7 @@ class FeedbackService:
         counts = self.counts.setdefault(model, FeedbackCounts())
         counts.requests += 1
         counts.samples += rows
-        counts.bytes += len(body)
+        counts.bytes += nbytes
         if captured is not None and captured.predicted is not None:
             truth = labels if spec.kind == "class" else labels.reshape(rows, -1).argmax(axis=1)
             correct = int(np.sum(captured.predicted == truth))

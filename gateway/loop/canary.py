@@ -33,11 +33,11 @@ from model_repo import Repository, RepositoryError
 # The serving rule is the repository's (the CLI applies it too); re-exported for the registry.
 from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, is_pending, plan_versions  # noqa: F401
 
-from .errors import BadRequest
-from .loop_settings import LoopSettings
+from ..core.errors import BadRequest
+from .settings import LoopSettings
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..core.registry import Registry
 
 log = logging.getLogger("tunegate.canary")
 
@@ -142,12 +142,41 @@ class CanaryController:
         self.settings_for = settings_for
         self.decisions: dict[tuple[str, str], int] = {}  # (model, promoted|rolled_back) -> count
         self.history: dict[str, list[dict[str, Any]]] = {}  # model -> finished canaries
+        self._states: dict[str, CanaryState] = {}
         self._watchers: dict[str, asyncio.Task] = {}
+
+    # ----------------------------------------------------- the registry's Router
+    def plan(self, model: str, serving: list[int], canary: int | None) -> None:
+        """Start (or end) the split to match the repository's plan: a canary needs itself and
+        a stable version serving."""
+        state = self._states.get(model)
+        stable = [v for v in serving if v != canary]
+        if canary is None or canary not in serving or not stable:
+            if state is not None and state.live:
+                state.state = "withdrawn"  # left the repository or the policy, or decided outside
+                state.changed.set()  # its window watcher may wait without a timeout
+            self._states.pop(model, None)
+            return
+        if state is not None and state.version == canary:
+            state.stable = stable[-1]
+            return
+        state = self._states[model] = CanaryState(model, canary, stable[-1],
+                                                  self.settings_for(model).canary_fraction)
+        self.started(state)
+
+    def pick(self, model: str, split: bool) -> int | None:
+        state = self._states.get(model)
+        if state is None or not state.live:
+            return None
+        return state.pick() if split else state.stable
 
     # ------------------------------------------------------------- evidence
     def current(self, model: str) -> CanaryState | None:
-        record = self.registry.get(model)
-        return None if record is None else record.canary
+        return self._states.get(model)
+
+    def live(self, model: str) -> bool:
+        state = self._states.get(model)
+        return state is not None and state.live
 
     def observe(self, model: str, version: int, ok: bool, latency_ns: int) -> None:
         """One answered request (called by the data plane for every infer)."""

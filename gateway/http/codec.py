@@ -3,8 +3,7 @@
 A binary request is ``<JSON header><tensor bytes>...``: the header's length is in the
 ``Inference-Header-Content-Length`` HTTP header, and each input sent in binary carries
 ``parameters.binary_data_size``; their bytes follow the header in input order. BYTES
-elements are each a 4-byte little-endian length then the bytes; BOOL is one byte per
-element; every other type is its little-endian numpy layout. Responses use the same
+elements and every other type are laid out as ``core.tensors`` says. Responses use the same
 framing for outputs asked for in binary (``binary_data`` per output, or
 ``binary_data_output`` for all). Nothing here knows about models or HTTP.
 """
@@ -13,67 +12,21 @@ from __future__ import annotations
 
 import json
 import math
-import reprlib
-import struct
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
 from model_repo import datatypes
 
-from .budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost
-from .errors import BadRequest, BinaryDataError
-
-
-@dataclass
-class InputTensor:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    data: np.ndarray  # already shaped
-
-
-@dataclass
-class OutputRequest:
-    name: str
-    binary: bool | None = None  # None: follow the request's binary_data_output
-
-
-@dataclass
-class InferRequest:
-    inputs: list[InputTensor]
-    outputs: list[OutputRequest] | None = None  # None: every output
-    id: str | None = None
-    binary_output: bool = False
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class InferResponse:
-    model_name: str
-    model_version: str
-    outputs: list[tuple[str, np.ndarray, bool]]  # name, array, send as binary
-    id: str | None = None
+from ..core.budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost
+from ..core.errors import BadRequest, BinaryDataError, brief
+from ..core.tensors import from_raw, to_raw
+from ..core.types import InferRequest, InferResponse, InputSpec, InputTensor, OutputRequest
 
 
 # ------------------------------------------------------------------ requests
 MAX_DIMS = 64  # numpy's limit on dimensions
-
-
-class InputSpec(Protocol):
-    """What a request's inputs may be: checked on each input's header, before its data is
-    decoded, so a wrong name, datatype or shape costs no allocation."""
-
-    def check_input(self, name: str, datatype: str, shape: list[int]) -> None: ...
-
-
-def brief(value: Any) -> str:
-    """A client's value in a message: repr, but bounded in length and depth (a 5000-deep
-    list would make plain repr raise RecursionError)."""
-    shown = reprlib.Repr()
-    shown.maxlevel, shown.maxstring, shown.maxother = 2, 64, 64
-    return shown.repr(value)
 
 
 def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
@@ -171,7 +124,7 @@ def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) ->
         if offset + size > len(binary):
             raise BinaryDataError(f"input {brief(name)}: binary_data_size {size} runs past the end of the "
                                   f"body ({len(binary) - offset} bytes left)")
-        data = _from_binary(name, dtype, binary[offset:offset + size], count, limits.claim)
+        data = from_raw(name, dtype, binary[offset:offset + size], count, limits.claim)
         used = size
     else:
         if "data" not in raw:
@@ -188,17 +141,6 @@ def _shape(name: str, shape: Any, max_elements: int) -> list[int]:
         raise BadRequest(f"input {brief(name)}: 'shape' must be a list of at most {MAX_DIMS} integers from 0 to "
                          f"{max_elements}, got {brief(shape)}")
     return shape
-
-
-def _from_binary(name: str, dtype: datatypes.Datatype, chunk: memoryview, count: int,
-                 claim: Claim | None) -> np.ndarray:
-    if dtype.v2 == "BYTES":
-        return deserialize_bytes(chunk, count, name, claim)
-    expected = count * dtype.numpy.itemsize
-    if len(chunk) != expected:
-        raise BinaryDataError(f"input {brief(name)}: {len(chunk)} bytes of binary data, expected {expected} "
-                              f"for {count} {dtype.v2} elements")
-    return np.frombuffer(chunk, dtype=dtype.numpy.newbyteorder("<"))
 
 
 def _from_json(name: str, dtype: datatypes.Datatype, data: Any, count: int, claim: Claim | None) -> np.ndarray:
@@ -255,40 +197,6 @@ def _decode_output(raw: Any) -> OutputRequest:
     return OutputRequest(raw["name"], None if binary is None else bool(binary))
 
 
-# ---------------------------------------------------------------- BYTES
-def deserialize_bytes(buffer: memoryview | bytes, count: int, name: str = "",
-                      claim: Claim | None = None) -> np.ndarray:
-    view = memoryview(buffer)
-    if count > len(view) // 4:  # each element has a 4-byte length: never allocate past the data
-        raise BinaryDataError(f"input {brief(name)}: {count} BYTES elements need at least {4 * count} bytes, "
-                              f"the data has {len(view)}")
-    if claim is not None:
-        claim.take(count * BYTES_ELEMENT_COST + len(view), f"input {brief(name)}")
-    out = np.empty(count, dtype=object)
-    pos = 0
-    for i in range(count):
-        if pos + 4 > len(view):
-            raise BinaryDataError(f"input {brief(name)}: BYTES data ends after {i} of {count} elements")
-        (length,) = struct.unpack_from("<I", view, pos)
-        pos += 4
-        if pos + length > len(view):
-            raise BinaryDataError(f"input {brief(name)}: BYTES element {i} of {length} bytes runs past the data")
-        out[i] = bytes(view[pos:pos + length])
-        pos += length
-    if pos != len(view):
-        raise BinaryDataError(f"input {brief(name)}: {len(view) - pos} bytes left after {count} BYTES elements")
-    return out
-
-
-def serialize_bytes(array: np.ndarray) -> bytes:
-    parts = []
-    for item in array.reshape(-1):
-        raw = item if isinstance(item, bytes) else str(item).encode()
-        parts.append(struct.pack("<I", len(raw)))
-        parts.append(raw)
-    return b"".join(parts)
-
-
 # ---------------------------------------------------------------- responses
 def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
     """The body, and the JSON header's length when any output is binary (else None)."""
@@ -298,7 +206,7 @@ def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
         v2 = datatypes.from_numpy(array.dtype).v2
         entry: dict[str, Any] = {"name": name, "datatype": v2, "shape": list(array.shape)}
         if binary:
-            raw = serialize_bytes(array) if v2 == "BYTES" else _little_endian(array).tobytes()
+            raw = to_raw(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             buffers.append(raw)
         else:
@@ -318,12 +226,6 @@ def response_cost(response: InferResponse) -> int:
     """An upper estimate of the memory :func:`encode_response` allocates."""
     return sum(array.nbytes if binary else array.size * JSON_OUTPUT_ELEMENT_COST
                for _, array, binary in response.outputs)
-
-
-def _little_endian(array: np.ndarray) -> np.ndarray:
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array)
 
 
 def _to_json(array: np.ndarray, v2: str) -> list[Any]:

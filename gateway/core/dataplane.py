@@ -9,8 +9,8 @@ from typing import Any
 
 from model_repo import config_to_dict
 
-from . import __version__
-from .codec import InferRequest, InferResponse
+from .. import __version__
+from .types import InferRequest, InferResponse
 from .errors import BadRequest, GatewayError, QueueFull, QueueTimeout
 from .registry import Registry
 from .signature import Signature

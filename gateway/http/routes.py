@@ -14,9 +14,9 @@ from aiohttp.web_protocol import RequestPayloadError
 from model_repo import check_model_name
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .budget import Claim
+from ..core.budget import Claim
 from .codec import brief, decode_request, encode_response, parse_json_object, response_cost
-from .errors import BadRequest, BinaryDataError, ClientClosedRequest, ServerNotReady, Unauthorized
+from ..core.errors import BadRequest, BinaryDataError, ClientClosedRequest, ServerNotReady, Unauthorized
 from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, SETTINGS
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

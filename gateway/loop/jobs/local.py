@@ -23,7 +23,7 @@ from pathlib import Path
 
 from model_repo.jobs import _now
 
-from ..errors import Conflict
+from ...core.errors import Conflict
 from .launcher import JobSpec, JobState, JobStatus, Launcher
 
 log = logging.getLogger("tunegate.jobs")

@@ -1,7 +1,8 @@
 """Loaded models and versions: loading, hot reload, routing, draining.
 
-``route()`` is the one place that picks the version a request runs on (newest ready
-version unless one is pinned); a canary split slots in there. Every change of the
+``route()`` is the one place that picks the version a request runs on: a pinned version,
+or what the :class:`Router` it is given says for an unpinned one (the loop's canary split),
+else the newest ready version. Every change of the
 serving set is one assignment on the event loop, so a request sees either the old set or
 the new one. A retired version leaves routing at once, then is closed when its in-flight
 requests have drained.
@@ -22,12 +23,13 @@ from model_repo import ModelConfig, Repository, RepoEvent
 from model_repo import ModelNotFound as RepoModelNotFound
 from model_repo import RepositoryError
 
+from model_repo.canary_state import plan_versions
+
+from ..runtime.base import Runtime
+from ..settings import Settings
 from .batching import Batcher
-from .canary import CanaryState, plan_versions
 from .errors import LoadError, ModelNotFound, ModelNotReady, ServerNotReady, VersionNotFound
-from .runtime.base import Runtime
-from .runtime.onnx import OnnxRuntime
-from .settings import Settings
+from .routing import NEWEST, Router
 from .signature import Signature
 from .stats import StatsBook, VersionStats
 
@@ -36,12 +38,6 @@ log = logging.getLogger("tunegate.registry")
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
 
 RuntimeFactory = Callable[[Repository, str, int, ModelConfig, Settings], Runtime]
-
-
-def onnx_runtime_factory(repo: Repository, model: str, version: int, config: ModelConfig,
-                         settings: Settings) -> Runtime:
-    # model_path() stats the version directory: called from a worker thread.
-    return OnnxRuntime(model, version, config, settings.runtime_for(model), repo.model_path(model, version))
 
 
 @dataclass(eq=False)
@@ -80,13 +76,12 @@ class ModelRecord:
     states: dict[int, tuple[str, str]] = field(default_factory=dict)  # version -> (state, reason)
     error: str = ""  # model-level failure (e.g. unreadable config.pbtxt)
     unloaded: bool = False  # explicitly unloaded: the watcher leaves it alone
-    canary: CanaryState | None = None  # a fine-tuned version on trial (see canary.py)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Registry:
     def __init__(self, repo: Repository, settings: Settings, book: StatsBook,
-                 runtime_factory: RuntimeFactory = onnx_runtime_factory) -> None:
+                 runtime_factory: RuntimeFactory) -> None:
         self.repo = repo
         self.settings = settings
         self.book = book
@@ -97,7 +92,10 @@ class Registry:
         self._tasks: set[asyncio.Task] = set()
         self.started = asyncio.Event()  # the initial load has finished
         self.shutting_down = False
-        self.on_canary: Callable[[CanaryState], None] | None = None  # a canary entered service
+        self.router: Router = NEWEST  # the loop gives its canary split (use_router)
+
+    def use_router(self, router: Router) -> None:
+        self.router = router
 
     # -------------------------------------------------------------- routing
     @property
@@ -119,21 +117,18 @@ class Registry:
         return [f"model {record.name!r}: " + (self._why(record).lstrip("; ") or "not loaded")
                 for record in self._records.values() if not record.serving and not record.unloaded]
 
-    def route(self, model: str, version: str | int | None = None, *, split: bool = True) -> ServedVersion:
+    def route(self, model: str, version: str | int | None = None, *, split: bool = False) -> ServedVersion:
         """The version that serves this request; no I/O, no await. An unpinned request goes
-        to the stable version, or (``split``) to a live canary for its share of traffic."""
+        to the stable version, or (``split``: inference only) where the router's traffic
+        split sends it."""
         if self.shutting_down:
             raise ServerNotReady("the server is shutting down")
         record = self.record(model)
         if version in (None, ""):
             if not record.serving:
                 raise ModelNotReady(f"model {model!r} has no ready version" + self._why(record))
-            canary = record.canary
-            if canary is not None and canary.live:
-                served = record.serving.get(canary.pick() if split else canary.stable)
-                if served is not None:
-                    return served
-            return record.serving[next(reversed(record.serving))]
+            served = record.serving.get(self.router.pick(model, split))
+            return served if served is not None else record.serving[next(reversed(record.serving))]
         number = _version_number(version)
         served = record.serving.get(number)
         if served is not None:
@@ -148,7 +143,7 @@ class Registry:
     @contextlib.contextmanager
     def lease(self, model: str, version: str | int | None = None) -> Iterator[ServedVersion]:
         """Route and hold the version until the request is answered (draining waits for it)."""
-        served = self.route(model, version)
+        served = self.route(model, version, split=True)
         served.acquire()
         try:
             yield served
@@ -251,7 +246,7 @@ class Registry:
             for v in list(record.states):
                 if v not in record.serving and v not in failures:
                     del record.states[v]
-            self._set_canary(record, canary)
+            self.router.plan(model, list(record.serving), canary)
             self._retire(record, retired)
             if loaded or retired:
                 log.info("model %s: serving versions %s", model, list(record.serving))
@@ -261,24 +256,6 @@ class Registry:
     def _read(self, model: str) -> tuple[ModelConfig, list[int], int | None]:
         config = self.repo.read_config(model)
         return (config, *plan_versions(self.repo, model, config, self.settings.loop_for(model).canary))
-
-    def _set_canary(self, record: ModelRecord, version: int | None) -> None:
-        """Start (or end) the canary split to match the plan: a canary needs itself and a
-        stable version serving."""
-        stable = [v for v in record.serving if v != version]
-        if version is None or version not in record.serving or not stable:
-            if record.canary is not None and record.canary.live:
-                record.canary.state = "withdrawn"  # left the repository or the policy, or decided outside
-                record.canary.changed.set()  # its window watcher may wait without a timeout
-            record.canary = None
-            return
-        if record.canary is not None and record.canary.version == version:
-            record.canary.stable = stable[-1]
-            return
-        record.canary = CanaryState(record.name, version, stable[-1],
-                                    self.settings.loop_for(record.name).canary_fraction)
-        if self.on_canary is not None:
-            self.on_canary(record.canary)
 
     async def _load_version(self, model: str, version: int, config: ModelConfig) -> ServedVersion:
         runtime = await asyncio.to_thread(self._factory, self.repo, model, version, config, self.settings)
@@ -304,7 +281,7 @@ class Registry:
             record.unloaded = True
             retired = list(record.serving.values())
             record.serving = {}
-            self._set_canary(record, None)
+            self.router.plan(model, [], None)
             record.states = {}
             tasks = self._retire(record, retired)
         if tasks:

@@ -1,23 +1,30 @@
-"""HTTP handlers of the loop: feedback, fine-tune jobs, canary control. Thin, like rest.py;
+"""HTTP handlers of the loop: feedback, fine-tune jobs, canary control. Thin, like routes.py;
 every route needs the API key when one is configured."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
 from aiohttp import web
 
-from .loop import CANARY, FEEDBACK, JOBS
-from .keys import BUDGET
-from .rest import _header_length, _json, _model, protected, read_body
+from .codec import decode_request
+from .keys import BUDGET, CANARY, FEEDBACK, JOBS, SETTINGS
+from .routes import _header_length, _json, _model, protected, read_body
 
 
 @protected
 async def feedback(request: web.Request) -> web.Response:
     model, _ = _model(request)
     header_length = _header_length(request)
-    request.app[FEEDBACK].registry.route(model, split=False)  # 404/503 before reading a body for nothing
+    service, settings = request.app[FEEDBACK], request.app[SETTINGS]
+    spec = service.input_spec(model)  # 404/503/400 before reading a body for nothing
     with request.app[BUDGET].claim() as claim:
         body = await read_body(request, claim)
-        return _json(await request.app[FEEDBACK].submit(model, body, header_length, claim))
+        decode = functools.partial(decode_request, body, header_length, max_elements=settings.max_elements,
+                                   spec=spec, claim=claim)
+        parsed = await asyncio.to_thread(decode) if len(body) >= settings.codec_offload_bytes else decode()
+        return _json(await service.submit(model, parsed, len(body)))
 
 
 @protected

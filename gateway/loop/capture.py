@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 from model_repo import datatypes
 
-from .errors import BadRequest
-from .signature import Signature
+from ..core.errors import BadRequest
+from ..core.signature import Signature
 
 log = logging.getLogger("tunegate.capture")
 

@@ -1,0 +1,73 @@
+"""Tensors in their raw little-endian layout, as Triton's binary HTTP extension and gRPC's
+``raw_input_contents``/``raw_output_contents`` carry them: BYTES elements are each a
+4-byte little-endian length then the bytes, BOOL one byte per element, every other type
+its little-endian numpy layout. Nothing is allocated beyond what the bytes can fill.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from model_repo import datatypes
+
+from .budget import BYTES_ELEMENT_COST, Claim
+from .errors import BinaryDataError, brief
+
+
+def from_raw(name: str, dtype: datatypes.Datatype, chunk: memoryview, count: int,
+             claim: Claim | None = None) -> np.ndarray:
+    """``count`` elements of ``dtype`` from ``chunk`` (a flat array; shape it yourself)."""
+    if dtype.v2 == "BYTES":
+        return deserialize_bytes(chunk, count, name, claim)
+    expected = count * dtype.numpy.itemsize
+    if len(chunk) != expected:
+        raise BinaryDataError(f"input {brief(name)}: {len(chunk)} bytes of binary data, expected {expected} "
+                              f"for {count} {dtype.v2} elements")
+    return np.frombuffer(chunk, dtype=dtype.numpy.newbyteorder("<"))
+
+
+def deserialize_bytes(buffer: memoryview | bytes, count: int, name: str = "",
+                      claim: Claim | None = None) -> np.ndarray:
+    view = memoryview(buffer)
+    if count > len(view) // 4:  # each element has a 4-byte length: never allocate past the data
+        raise BinaryDataError(f"input {brief(name)}: {count} BYTES elements need at least {4 * count} bytes, "
+                              f"the data has {len(view)}")
+    if claim is not None:
+        claim.take(count * BYTES_ELEMENT_COST + len(view), f"input {brief(name)}")
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(view):
+            raise BinaryDataError(f"input {brief(name)}: BYTES data ends after {i} of {count} elements")
+        (length,) = struct.unpack_from("<I", view, pos)
+        pos += 4
+        if pos + length > len(view):
+            raise BinaryDataError(f"input {brief(name)}: BYTES element {i} of {length} bytes runs past the data")
+        out[i] = bytes(view[pos:pos + length])
+        pos += length
+    if pos != len(view):
+        raise BinaryDataError(f"input {brief(name)}: {len(view) - pos} bytes left after {count} BYTES elements")
+    return out
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.reshape(-1):
+        raw = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(struct.pack("<I", len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def to_raw(array: np.ndarray) -> bytes:
+    """The raw layout of ``array`` (BYTES or numeric)."""
+    if datatypes.from_numpy(array.dtype).v2 == "BYTES":
+        return serialize_bytes(array)
+    return _little_endian(array).tobytes()
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(array)
