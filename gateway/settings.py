@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     """TCP port; 0 picks a free one."""
 
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """Port of the gRPC front end (Triton's ``inference.GRPCInferenceService``), on ``host``;
+    0 turns it off."""
+
+    allow_shared_memory: bool = False
+    """Triton's system shared-memory extension (like Triton's ``--allow-client-shm``): clients
+    on this host may register regions that inputs are read from and outputs written to."""
+
     max_body_bytes: ByteSize = ByteSize(64 * MiB)
     """Largest request body accepted (after decompression); larger ones get 413."""
 
