@@ -27,6 +27,7 @@ from .core.dataplane import DataPlane
 from .core.errors import GatewayError, StartupError
 from .core.metrics import build_registry
 from .core.registry import Registry, RuntimeFactory
+from .core.shm import SharedMemoryRegions
 from .core.stats import StatsBook
 from .loop.wiring import Loop
 from .runtime.endpoints import TritonFleet
@@ -47,6 +48,7 @@ class Gateway:
     budget: MemoryBudget
     metrics: CollectorRegistry
     loop: Loop
+    shm: SharedMemoryRegions  # Triton's system shared-memory regions (off unless allowed)
 
     @classmethod
     def build(cls, settings: Settings, *, metrics_registry: CollectorRegistry | None = None,
@@ -64,7 +66,8 @@ class Gateway:
         Gauge("tunegate_decode_memory_bytes", "Decode budget held by requests being read and decoded",
               registry=metrics).set_function(lambda: budget.used)
         loop = Loop(settings, registry, dataplane, metrics)
-        return cls(settings, repo, book, fleet, registry, dataplane, budget, metrics, loop)
+        shm = SharedMemoryRegions(settings.allow_shared_memory)
+        return cls(settings, repo, book, fleet, registry, dataplane, budget, metrics, loop, shm)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
@@ -83,6 +86,7 @@ class Gateway:
                     finally:
                         await self.loop.close()
         finally:
+            self.shm.close()
             await self.fleet.close()
 
     def begin_shutdown(self) -> None:

@@ -26,6 +26,7 @@ class InputTensor:
 class OutputRequest:
     name: str
     binary: bool | None = None  # None: follow the request's binary_data_output
+    shared_memory: tuple[str, int, int] | None = None  # (region, offset, byte_size) to write it into
 
 
 @dataclass

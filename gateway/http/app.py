@@ -24,10 +24,11 @@ from ..core.registry import RuntimeFactory
 from ..core.types import REQUEST_ID as REQUEST_ID_VAR
 from ..server import Gateway
 from ..settings import Settings
-from .keys import BUDGET, CANARY, DATAPLANE, FEEDBACK, GATEWAY, JOBS, METRICS_REGISTRY, REGISTRY, SETTINGS, STATS
+from .keys import BUDGET, CANARY, DATAPLANE, FEEDBACK, GATEWAY, JOBS, METRICS_REGISTRY, REGISTRY, SETTINGS, SHM, STATS
 from .logs import ClientErrorLogFilter
 from .loop_routes import add_loop_routes
 from .routes import add_routes
+from .shm_routes import add_shared_memory_routes
 
 log = logging.getLogger("tunegate.gateway")
 REQUEST_ID = "X-Request-ID"
@@ -109,9 +110,11 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
     app[BUDGET] = gateway.budget
     app[DATAPLANE] = gateway.dataplane
     app[METRICS_REGISTRY] = gateway.metrics
+    app[SHM] = gateway.shm
     app[FEEDBACK], app[CANARY], app[JOBS] = gateway.loop.feedback, gateway.loop.canary, gateway.loop.jobs
     add_routes(app)
     add_loop_routes(app)
+    add_shared_memory_routes(app)
     app.cleanup_ctx.append(_quiet_client_errors_ctx)
     if owned:
         app.cleanup_ctx.append(_gateway_ctx)

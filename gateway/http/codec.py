@@ -21,6 +21,7 @@ from model_repo import datatypes
 
 from ..core.budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost
 from ..core.errors import BadRequest, BinaryDataError, brief
+from ..core.shm import SharedMemoryRegions
 from ..core.tensors import from_raw, to_raw
 from ..core.types import InferRequest, InferResponse, InputSpec, InputTensor, OutputRequest
 
@@ -30,8 +31,10 @@ MAX_DIMS = 64  # numpy's limit on dimensions
 
 
 def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
-                   spec: InputSpec | None = None, claim: Claim | None = None) -> InferRequest:
-    """Parse and check a request; ``claim`` is charged for what decoding allocates."""
+                   spec: InputSpec | None = None, claim: Claim | None = None,
+                   shm: SharedMemoryRegions | None = None) -> InferRequest:
+    """Parse and check a request; ``claim`` is charged for what decoding allocates; inputs
+    may come from (and outputs go to) ``shm``'s registered regions."""
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -50,7 +53,7 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
     offset = 0
     seen: set[str] = set()
     for raw in raw_inputs:
-        tensor, used = _decode_input(raw, binary, offset, _Limits(max_elements, spec, claim))
+        tensor, used = _decode_input(raw, binary, offset, _Limits(max_elements, spec, claim, shm))
         if tensor.name in seen:
             raise BadRequest(f"input {brief(tensor.name)} appears twice")
         seen.add(tensor.name)
@@ -63,7 +66,7 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
     if doc.get("outputs") is not None:
         if not isinstance(doc["outputs"], list):
             raise BadRequest("'outputs' must be a list")
-        outputs = [_decode_output(raw) for raw in doc["outputs"]]
+        outputs = [_decode_output(raw, shm) for raw in doc["outputs"]]
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest("'id' must be a string")
@@ -100,6 +103,7 @@ class _Limits:
     max_elements: int
     spec: InputSpec | None
     claim: Claim | None
+    shm: SharedMemoryRegions | None
 
 
 def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) -> tuple[InputTensor, int]:
@@ -118,7 +122,10 @@ def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) ->
         raise BadRequest(f"input {brief(name)}: {count} elements exceed the limit of {limits.max_elements}")
     params = _parameters(raw, f"input {brief(name)}")
     size = params.get("binary_data_size")
-    if size is not None:
+    if params.get("shared_memory_region") is not None:
+        data = _from_shared_memory(name, dtype, params, count, limits)
+        used = 0
+    elif size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise BinaryDataError(f"input {brief(name)}: binary_data_size must be a non-negative integer")
         if offset + size > len(binary):
@@ -132,6 +139,21 @@ def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) ->
         data = _from_json(name, dtype, raw["data"], count, limits.claim)
         used = 0
     return InputTensor(name, dtype.v2, tuple(shape), data.reshape(shape)), used
+
+
+def _from_shared_memory(name: str, dtype: datatypes.Datatype, params: dict[str, Any], count: int,
+                        limits: _Limits) -> np.ndarray:
+    if limits.shm is None:
+        raise BadRequest(f"input {brief(name)}: shared memory is not available here")
+    what = f"input {brief(name)}"
+    with limits.shm.view(params["shared_memory_region"], params.get("shared_memory_offset", 0),
+                         params.get("shared_memory_byte_size"), what) as chunk:
+        if limits.claim is not None:
+            limits.claim.take(count * (dtype.numpy.itemsize if dtype.v2 != "BYTES" else 0) + len(chunk), what)
+        shared = from_raw(name, dtype, chunk, count, limits.claim)
+        data = shared.copy()  # the client may rewrite or unregister the region meanwhile
+        del shared  # releases the region's buffer before the view is
+    return data
 
 
 def _shape(name: str, shape: Any, max_elements: int) -> list[int]:
@@ -187,25 +209,37 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
-def _decode_output(raw: Any) -> OutputRequest:
+def _decode_output(raw: Any, shm: SharedMemoryRegions | None) -> OutputRequest:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise BadRequest("each requested output needs a 'name' string")
-    params = _parameters(raw, f"output {brief(raw['name'])}")
+    what = f"output {brief(raw['name'])}"
+    params = _parameters(raw, what)
     if params.get("classification"):
-        raise BadRequest(f"output {brief(raw['name'])}: the classification extension is not supported")
+        raise BadRequest(f"{what}: the classification extension is not supported")
     binary = params.get("binary_data")
-    return OutputRequest(raw["name"], None if binary is None else bool(binary))
+    placement = None
+    if params.get("shared_memory_region") is not None:
+        if shm is None:
+            raise BadRequest(f"{what}: shared memory is not available here")
+        placement = (params["shared_memory_region"], params.get("shared_memory_offset", 0),
+                     params.get("shared_memory_byte_size"))
+        shm.view(*placement, what).release()  # the region and bounds, checked before inference
+    return OutputRequest(raw["name"], None if binary is None else bool(binary), placement)
 
 
 # ---------------------------------------------------------------- responses
-def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
-    """The body, and the JSON header's length when any output is binary (else None)."""
+def encode_response(response: InferResponse, placements: dict[str, tuple[str, int, int]] | None = None,
+                    shm: SharedMemoryRegions | None = None) -> tuple[bytes, int | None]:
+    """The body, and the JSON header's length when any output is binary (else None).
+    Outputs named in ``placements`` are written into ``shm``'s regions instead."""
     outputs_json = []
     buffers: list[bytes] = []
     for name, array, binary in response.outputs:
         v2 = datatypes.from_numpy(array.dtype).v2
         entry: dict[str, Any] = {"name": name, "datatype": v2, "shape": list(array.shape)}
-        if binary:
+        if placements and name in placements and shm is not None:
+            entry["parameters"] = write_to_shared_memory(shm, name, array, placements[name])
+        elif binary:
             raw = to_raw(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             buffers.append(raw)
@@ -220,6 +254,19 @@ def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
+
+
+def write_to_shared_memory(shm: SharedMemoryRegions, name: str, array: np.ndarray,
+                           placement: tuple[str, int, int]) -> dict[str, Any]:
+    """Write an output into its region; the parameters its answer carries instead of data."""
+    region, offset, byte_size = placement
+    raw = to_raw(array)
+    if len(raw) > byte_size:
+        raise BadRequest(f"output {brief(name)} is {len(raw)} bytes, more than the {byte_size} bytes "
+                         f"given in shared memory region {region!r}")
+    with shm.view(region, offset, len(raw), f"output {brief(name)}") as target:
+        target[:] = raw
+    return {"shared_memory_region": region, "shared_memory_offset": offset, "shared_memory_byte_size": len(raw)}
 
 
 def response_cost(response: InferResponse) -> int:

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from ..core.budget import MemoryBudget
 from ..core.dataplane import DataPlane
 from ..core.registry import Registry
+from ..core.shm import SharedMemoryRegions
 from ..core.stats import StatsBook
 from ..loop.canary import CanaryController
 from ..loop.feedback import FeedbackService
@@ -25,3 +26,4 @@ BUDGET = web.AppKey("decode_budget", MemoryBudget)
 FEEDBACK = web.AppKey("feedback", FeedbackService)
 CANARY = web.AppKey("canary", CanaryController)
 JOBS = web.AppKey("jobs", JobManager)
+SHM = web.AppKey("shared_memory", SharedMemoryRegions)

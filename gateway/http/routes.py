@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..core.budget import Claim
 from .codec import brief, decode_request, encode_response, parse_json_object, response_cost
 from ..core.errors import BadRequest, BinaryDataError, ClientClosedRequest, ServerNotReady, Unauthorized
-from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, SETTINGS
+from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, SETTINGS, SHM
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -128,13 +128,15 @@ async def infer(request: web.Request) -> web.Response:
         body = await read_body(request, claim)
         # Large bodies are decoded in a thread so one big JSON request never stalls the loop.
         offload = len(body) >= settings.codec_offload_bytes
+        shm = request.app[SHM]
         decode = functools.partial(decode_request, body, header_length, max_elements=settings.max_elements,
-                                   spec=spec, claim=claim)
+                                   spec=spec, claim=claim, shm=shm)
         parsed = await asyncio.to_thread(decode) if offload else decode()
         result = await dataplane.infer(model, version, parsed)
         claim.take(response_cost(result), "the response")
-        payload, json_length = await asyncio.to_thread(encode_response, result) if offload \
-            else encode_response(result)
+        placements = {o.name: o.shared_memory for o in parsed.outputs or () if o.shared_memory}
+        encode = functools.partial(encode_response, result, placements, shm)
+        payload, json_length = await asyncio.to_thread(encode) if offload else encode()
     if json_length is None:
         return web.Response(body=payload, content_type="application/json")
     return web.Response(body=payload, content_type="application/octet-stream",
