@@ -5,7 +5,7 @@ DEMO_REPO ?= demo/repo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup demo example test bench
+.PHONY: setup demo example test bench perf-analyzer
 
 setup:
 	packaging/setup.sh
@@ -27,3 +27,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/convert.py
+
+# NVIDIA perf_analyzer for the benchmarks (glibc 2.38 binary run under Debian 13's libc in a
+# private folder; not part of setup or test). Prints the wrapper's path.
+perf-analyzer:
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) packaging/install_perf_analyzer.sh
