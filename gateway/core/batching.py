@@ -1,15 +1,22 @@
-"""The adaptive batcher: one bounded queue and one future per request; merge, run, split.
+"""The adaptive batcher: one bounded queue per priority level and one future per request;
+merge, run, split.
 
 One scheduling task per loaded version waits for a free instance, then forms a batch from
-the head of the queue: requests whose non-batch shapes and datatypes match, in arrival
-order, up to ``max_batch_size`` rows. As in Triton, when a prefix of them adds up to a
-preferred size it runs the largest such prefix at once and leaves the rest queued;
-otherwise it runs everything at ``max_batch_size`` rows, or waits for more requests until
-the oldest one has queued for ``max_queue_delay_microseconds``. While every instance is busy, requests
-accumulate, so batches grow under load even with no delay (Triton's behaviour).
+the head of the queue: requests whose non-batch shapes and datatypes match, in service order
+(the highest priority level first; within a level, arrival order, then the requests held
+back past their timeout), up to ``max_batch_size`` rows. As in Triton, when a prefix of them
+adds up to a preferred size it runs the largest such prefix at once and leaves the rest
+queued; otherwise it runs everything at ``max_batch_size`` rows, or waits for more requests
+until the oldest one has queued for ``max_queue_delay_microseconds``. While every instance is
+busy, requests accumulate, so batches grow under load even with no delay (Triton's behaviour).
+
+A request whose timeout passes while queued is rejected at that moment (``QueueTimeout``), or
+under ``timeout_action: DELAY`` served after everything else at its level (the policies are in
+``scheduling.py``). A request whose caller goes away (its awaiting task cancelled: an HTTP
+disconnect, a gRPC cancel or deadline) leaves the queue and never runs.
 
 A batch that fails fails only the requests in it. A model without batching
-(``max_batch_size`` 0) runs each request alone through the same bounded queue.
+(``max_batch_size`` 0) runs each request alone through the same bounded queues.
 """
 
 from __future__ import annotations
@@ -17,43 +24,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from model_repo import ModelConfig
-from tritonclient.grpc import model_config_pb2 as mc
 
 from .errors import GatewayError, InferenceError, ModelNotReady, QueueFull, QueueTimeout
+from .scheduling import BATCH_SCHEDULE, BatchPolicy, QueuePolicy, Schedule
 from .stats import Timing, VersionStats
 
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
-
-
-@dataclass(frozen=True)
-class BatchPolicy:
-    max_batch_size: int  # 0: no merging
-    max_queue_delay_us: int = 0
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = 1024
-    queue_timeout_us: int = 0  # 0: a request may wait as long as it takes
-
-    @classmethod
-    def from_config(cls, config: ModelConfig, default_max_queue_size: int) -> BatchPolicy:
-        if config.max_batch_size <= 0 or not config.HasField("dynamic_batching"):
-            # No dynamic batching: each request runs as it comes (a client's own batch still counts).
-            return cls(max_batch_size=0, max_queue_size=default_max_queue_size)
-        db = config.dynamic_batching
-        policy = db.default_queue_policy
-        timeout = (policy.default_timeout_microseconds
-                   if policy.timeout_action == mc.ModelQueuePolicy.REJECT else 0)
-        return cls(
-            max_batch_size=config.max_batch_size,
-            max_queue_delay_us=db.max_queue_delay_microseconds,
-            preferred_batch_sizes=tuple(sorted(s for s in db.preferred_batch_size if 0 < s <= config.max_batch_size)),
-            max_queue_size=policy.max_queue_size or default_max_queue_size,
-            queue_timeout_us=timeout,
-        )
 
 
 @dataclass(eq=False)
@@ -62,7 +42,33 @@ class _Request:
     rows: int
     key: tuple
     future: asyncio.Future
+    level: int = 0
+    schedule: Schedule = Schedule()
+    timer: asyncio.TimerHandle | None = None  # its timeout, while it waits
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+
+
+class _Level:
+    """One priority level's queue: requests in arrival order, then those held back past
+    their timeout under DELAY (Triton's delayed queue)."""
+
+    __slots__ = ("policy", "waiting", "delayed")
+
+    def __init__(self, policy: QueuePolicy) -> None:
+        self.policy = policy
+        self.waiting: deque[_Request] = deque()
+        self.delayed: deque[_Request] = deque()
+
+    def __len__(self) -> int:
+        return len(self.waiting) + len(self.delayed)
+
+    def __iter__(self) -> Iterator[_Request]:
+        yield from self.waiting
+        yield from self.delayed
+
+    def keep(self, predicate: Callable[[_Request], bool]) -> None:
+        self.waiting = deque(filter(predicate, self.waiting))
+        self.delayed = deque(filter(predicate, self.delayed))
 
 
 def _merge_key(inputs: dict[str, np.ndarray]) -> tuple:
@@ -76,7 +82,7 @@ class Batcher:
         self.policy = policy
         self._stats = stats
         self._name = name
-        self._queue: deque[_Request] = deque()
+        self._levels: dict[int, _Level] = {}  # created on first use, kept in service order
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task] = set()
@@ -89,18 +95,38 @@ class Batcher:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return sum(map(len, self._levels.values()))
 
-    async def submit(self, inputs: dict[str, np.ndarray], rows: int) -> tuple[dict[str, np.ndarray], Timing]:
+    @property
+    def delayed(self) -> int:
+        """Requests past their timeout, held back under DELAY."""
+        return sum(len(level.delayed) for level in self._levels.values())
+
+    async def submit(self, inputs: dict[str, np.ndarray], rows: int, *, priority: int = 0,
+                     timeout_us: int = 0) -> tuple[dict[str, np.ndarray], Timing]:
+        """Queue a request and wait for its answer. ``priority`` and ``timeout_us`` are the
+        request's own (0: not given); the policy decides what they count for."""
         if self._closing:
             raise ModelNotReady(f"{self._name} is unloading")
-        if len(self._queue) >= self.policy.max_queue_size:
-            raise QueueFull(f"{self._name}: queue full ({len(self._queue)} requests waiting); retry later")
-        request = _Request(inputs, rows, _merge_key(inputs), asyncio.get_running_loop().create_future())
-        self._queue.append(request)
-        self._stats.pending = len(self._queue)
+        level_no = self.policy.level_of(priority)
+        level = self._level(level_no)
+        if len(level) >= level.policy.max_queue_size:
+            at = f" at priority level {level_no}" if level_no else ""
+            raise QueueFull(f"{self._name}: queue full ({len(level)} requests waiting{at}); retry later")
+        loop = asyncio.get_running_loop()
+        request = _Request(inputs, rows, _merge_key(inputs), loop.create_future(), level_no,
+                           Schedule(priority, timeout_us))
+        timeout = level.policy.timeout_for(timeout_us)
+        if timeout:
+            request.timer = loop.call_later(timeout / 1e6, self._expire, request, timeout)
+        level.waiting.append(request)
+        self._stats.pending = self.pending
         self._arrived.set()
-        return await request.future
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._forget(request)  # the caller went away: it must never run
+            raise
 
     def flush(self) -> None:
         """Stop waiting for batches to fill (shutting down: answer what is queued now)."""
@@ -116,10 +142,46 @@ class Batcher:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
+    # ---------------------------------------------------------------- queues
+    def _level(self, level: int) -> _Level:
+        queue = self._levels.get(level)
+        if queue is None:
+            queue = _Level(self.policy.queue_policy(level))
+            self._levels = dict(sorted({**self._levels, level: queue}.items()))
+        return queue
+
+    def _queued(self) -> Iterator[_Request]:
+        """Every queued request, in service order."""
+        for level in self._levels.values():
+            yield from level
+
+    def _expire(self, request: _Request, timeout_us: int) -> None:
+        """A request's timeout passed while it waited (its timer is cancelled once it leaves
+        the queue, so it is still in its level's waiting line)."""
+        request.timer = None
+        level = self._levels[request.level]
+        level.waiting.remove(request)
+        if level.policy.delay:
+            level.delayed.append(request)
+        else:
+            self._stats.pending = self.pending
+            if not request.future.done():
+                request.future.set_exception(QueueTimeout(
+                    f"{self._name}: request timeout expired: waited in the queue longer than {timeout_us} us"))
+        self._arrived.set()  # a batch being formed may have lost a member
+
+    def _forget(self, request: _Request) -> None:
+        if request.timer is not None:
+            request.timer.cancel()
+            request.timer = None
+        level = self._levels[request.level]
+        level.keep(lambda r: r is not request)
+        self._stats.pending = self.pending
+
     # ------------------------------------------------------------ scheduling
     async def _schedule(self) -> None:
         while True:
-            while not self._queue:
+            while not self.pending:
                 if self._closing:
                     return
                 self._arrived.clear()
@@ -137,16 +199,17 @@ class Batcher:
         policy = self.policy
         while True:
             self._drop_dead()
-            if not self._queue:
+            head = next(self._queued(), None)
+            if head is None:
                 return []
             if policy.max_batch_size == 0:
-                return [self._take([self._queue[0]])[0]]
-            chosen, blocked = self._candidates()
+                return self._take([head])
+            chosen, blocked = self._candidates(head)
             preferred = self._largest_preferred(chosen)
             if preferred:
                 return self._take(chosen[:preferred])
             rows = sum(r.rows for r in chosen)
-            deadline_ns = self._queue[0].enqueued_ns + policy.max_queue_delay_us * 1000
+            deadline_ns = min(r.enqueued_ns for r in chosen) + policy.max_queue_delay_us * 1000
             wait_ns = deadline_ns - time.perf_counter_ns()
             if rows >= policy.max_batch_size or blocked or self._flush or wait_ns <= 0:
                 return self._take(chosen)
@@ -157,11 +220,10 @@ class Batcher:
             except TimeoutError:
                 pass
 
-    def _candidates(self) -> tuple[list[_Request], bool]:
+    def _candidates(self, head: _Request) -> tuple[list[_Request], bool]:
         """Requests that can join the head's batch, and whether a matching one did not fit."""
-        head = self._queue[0]
         chosen, rows = [], 0
-        for request in self._queue:
+        for request in self._queued():
             if request.key != head.key:
                 continue
             if rows + request.rows > self.policy.max_batch_size:
@@ -186,29 +248,30 @@ class Batcher:
 
     def _take(self, chosen: list[_Request]) -> list[_Request]:
         taken = set(map(id, chosen))
-        self._queue = deque(r for r in self._queue if id(r) not in taken)
-        self._stats.pending = len(self._queue)
+        for request in chosen:
+            if request.timer is not None:
+                request.timer.cancel()
+                request.timer = None
+        for level in {r.level for r in chosen}:
+            self._levels[level].keep(lambda r: id(r) not in taken)
+        self._stats.pending = self.pending
         return chosen
 
     def _drop_dead(self) -> None:
-        """Forget cancelled requests (client went away) and reject timed-out ones."""
-        timeout_ns = self.policy.queue_timeout_us * 1000
-        now = time.perf_counter_ns()
-        keep: deque[_Request] = deque()
-        for request in self._queue:
-            if request.future.done():
-                continue
-            if timeout_ns and now - request.enqueued_ns > timeout_ns:
-                request.future.set_exception(QueueTimeout(f"{self._name}: request waited longer than "
-                                                          f"{self.policy.queue_timeout_us} us in the queue"))
-                continue
-            keep.append(request)
-        if len(keep) != len(self._queue):
-            self._queue = keep
-            self._stats.pending = len(keep)
+        """Forget requests already answered: cancelled ones whose task has not yet run its
+        clean-up (a cancel lands on the future first)."""
+        dead = [r for r in self._queued() if r.future.done()]
+        for request in dead:
+            self._forget(request)
 
     async def _execute(self, batch: Sequence[_Request]) -> None:
         try:
+            # A caller may have gone away since the batch was formed: it does not run.
+            batch = [r for r in batch if not r.future.done()]
+            if not batch:
+                return
+            # This task's own context: a forwarding runtime reads the batch's priority and timeout.
+            BATCH_SCHEDULE.set(Schedule.merged([r.schedule for r in batch]))
             started = time.perf_counter_ns()
             rows = [r.rows for r in batch]
             total = sum(rows)

@@ -13,10 +13,12 @@ from .. import __version__
 from .types import InferRequest, InferResponse
 from .errors import BadRequest, GatewayError, QueueFull, QueueTimeout
 from .registry import Registry
+from .scheduling import Schedule
 from .signature import Signature
 from .stats import StatsBook
 
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "schedule_policy",
+              "statistics"]
 
 
 class DataPlane:
@@ -72,12 +74,14 @@ class DataPlane:
         with self.registry.lease(model, version) as served:
             started = time.perf_counter_ns()
             try:
+                schedule = Schedule.of(request.parameters)  # priority and timeout (µs), Triton's names
                 feeds, rows = served.signature.check(request)
                 wanted = ([o.name for o in request.outputs] if request.outputs is not None
                           else served.signature.output_names)
                 served.signature.check_outputs(wanted)
                 feeds = served.runtime.prepare(feeds)
-                outputs, timing = await served.batcher.submit(feeds, rows)
+                outputs, timing = await served.batcher.submit(feeds, rows, priority=schedule.priority,
+                                                              timeout_us=schedule.timeout_us)
             except asyncio.CancelledError:
                 served.stats.record_failure(time.perf_counter_ns() - started, "CANCELED")
                 raise

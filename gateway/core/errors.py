@@ -19,7 +19,7 @@ the server keeps serving::
     ├── QueueFull                 429 RESOURCE_EXHAUSTED  the model's bounded queue is full
     ├── ModelNotReady             503 UNAVAILABLE         not loaded (yet), failed, or unloading
     ├── ServerNotReady            503 UNAVAILABLE         starting up or shutting down
-    ├── QueueTimeout              503 DEADLINE_EXCEEDED   waited in the queue past its timeout
+    ├── QueueTimeout              503 UNAVAILABLE         waited in the queue past its timeout (Triton's answer)
     ├── BudgetExceeded            503 RESOURCE_EXHAUSTED  the decode budget is held by others
     ├── StartupError              500 INTERNAL            exit_on_error: a model failed to load
     ├── LoadError                 400 INVALID_ARGUMENT    a version could not be loaded
@@ -104,8 +104,10 @@ class ServerNotReady(GatewayError):
 
 
 class QueueTimeout(GatewayError):
+    # Triton answers "Request timeout expired" as UNAVAILABLE (503): DEADLINE_EXCEEDED is the
+    # client's own gRPC deadline, which a server's queue policy is not.
     status = 503
-    grpc_status = "DEADLINE_EXCEEDED"
+    grpc_status = "UNAVAILABLE"
 
 
 class BudgetExceeded(GatewayError):

@@ -45,7 +45,8 @@ class Runtime(ABC):
         return {"execution_provider": self.provider, "instance_count": self.concurrency}
 
     def batch_policy(self, default_max_queue_size: int) -> BatchPolicy:
-        """How the gateway queues and merges this version's requests (from its config)."""
+        """How the gateway queues and merges this version's requests: its config's
+        ``dynamic_batching`` (priority levels and queue policies included)."""
         return BatchPolicy.from_config(self.config, default_max_queue_size)
 
     def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

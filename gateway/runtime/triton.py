@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from model_repo import ModelConfig
 
 from ..core.batching import BatchPolicy
+from ..core.scheduling import BATCH_SCHEDULE
 from ..core.errors import GatewayError, LoadError
 from ..settings import RuntimeSettings, Settings
 from ..core.signature import Signature
@@ -112,8 +113,10 @@ class TritonRuntime(Runtime):
             tensor.set_data_from_numpy(array, binary_data=True)
             tensors.append(tensor)
         wanted = [triton_aio.InferRequestedOutput(name, binary_data=True) for name in outputs]
+        schedule = BATCH_SCHEDULE.get()  # the client's priority and timeout, for Triton's own queue
         result = await self._pool.call(
-            lambda c: c.infer(self.remote_name, tensors, model_version=str(self.version), outputs=wanted),
+            lambda c: c.infer(self.remote_name, tensors, model_version=str(self.version), outputs=wanted,
+                              priority=schedule.priority, timeout=schedule.timeout_us or None),
             f"{self.model} version {self.version}")
         answer = {}
         for name in outputs:

@@ -80,7 +80,9 @@ def serve(settings: Settings, *, wait_ready: bool = True) -> Iterator[Server]:
 
     async def start() -> tuple[web.Application, web.AppRunner]:
         app = create_app(settings)
-        runner = web.AppRunner(app, shutdown_timeout=settings.exit_timeout_seconds, access_log_class=AccessLogger)
+        # handler_cancellation: a client that disconnects cancels its request (as the CLI's runner does).
+        runner = web.AppRunner(app, shutdown_timeout=settings.exit_timeout_seconds, access_log_class=AccessLogger,
+                               handler_cancellation=True)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", settings.port).start()
         return app, runner
