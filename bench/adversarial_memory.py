@@ -84,7 +84,7 @@ def main() -> int:
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(args.source)}
         server = subprocess.Popen([sys.executable, "-m", "tunegate_cli", "serve", "--repo", str(repo.root),
-                                   "--port", str(port), "--log-level", "ERROR"], cwd=args.source, env=env,
+                                   "--port", str(port), "--grpc-port", "0", "--log-level", "ERROR"], cwd=args.source, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_ready(port)

@@ -196,7 +196,7 @@ def start_gateway(repo_dir: Path, port: int, threads: int, triton_url: str | Non
         env["TUNEGATE_RUNTIME__KIND"] = "triton"
         env["TUNEGATE_RUNTIME__TRITON"] = json.dumps({"endpoints": [triton_url]})
     process = subprocess.Popen([sys.executable, str(ROOT / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
-                                "--port", str(port)], env=env, cwd=ROOT,
+                                "--port", str(port), "--grpc-port", "0"], env=env, cwd=ROOT,
                                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     wait_ready(f"127.0.0.1:{port}", process, f"gateway on {port}")
     return process

@@ -46,7 +46,7 @@ class Gateway:
         self.port = free_port()
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tunegate_cli", "serve", "--repo", str(repo), "--port", str(self.port),
+            [sys.executable, "-m", "tunegate_cli", "serve", "--repo", str(repo), "--port", str(self.port), "--grpc-port", "0",
              "--config", str(config)], cwd=PROJECT_ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait(lambda: self.request("GET", "/v2/health/ready")[0] == 200, "gateway ready", 120)
 

@@ -71,7 +71,7 @@ def test_a_wrong_flag_shows_the_usage_of_the_command_used(argv: list[str], usage
 
 def test_a_taken_port_is_one_line_before_any_model_loads(repo: Repository) -> None:
     with taken_port() as port:
-        result = tunegate("serve", "--repo", str(repo.root), "--port", str(port))
+        result = tunegate("serve", "--repo", str(repo.root), "--port", str(port), "--grpc-port", "0")
     assert result.returncode == 2
     line = one_line(result)  # it loaded every model, then printed a 22-line OSError traceback
     assert line.startswith(f"tunegate serve: error: cannot listen on 127.0.0.1:{port}: the port is already in use")
@@ -79,23 +79,24 @@ def test_a_taken_port_is_one_line_before_any_model_loads(repo: Repository) -> No
 
 
 def test_an_address_not_on_this_machine_is_one_line(repo: Repository) -> None:
-    result = tunegate("serve", "--repo", str(repo.root), "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1
+    result = tunegate("serve", "--repo", str(repo.root), "--host", "192.0.2.1", "--port", "0",  # TEST-NET-1
+                      "--grpc-port", "0")
     assert result.returncode == 2
     assert "cannot listen on 192.0.2.1:0: 192.0.2.1 is not an address of this machine" in one_line(result)
 
 
 def test_bad_settings_name_their_source(repo: Repository, tmp_path: Path) -> None:
-    flag = tunegate("serve", "--repo", str(repo.root), "--port", "99999")
+    flag = tunegate("serve", "--repo", str(repo.root), "--port", "99999", "--grpc-port", "0")
     assert flag.returncode == 2
     assert one_line(flag) == ("tunegate serve: error: invalid setting port = 99999 (from --port): "
                               "must be less than or equal to 65535")
-    env = tunegate("serve", "--repo", str(repo.root), env={"TUNEGATE_RUNTIME__PROVIDER": "gpu"})
+    env = tunegate("serve", "--repo", str(repo.root), "--grpc-port", "0", env={"TUNEGATE_RUNTIME__PROVIDER": "gpu"})
     assert env.returncode == 2
     assert one_line(env) == ("tunegate serve: error: invalid setting runtime.provider = 'gpu' (from environment "
                              "variable TUNEGATE_RUNTIME__PROVIDER): must be one of 'auto', 'cuda' or 'cpu'")
     config = tmp_path / "gateway.toml"
     config.write_text('prot = 8001\n[runtime]\ninstance_count = 0\n')
-    both = tunegate("serve", "--repo", str(repo.root), "--config", str(config))
+    both = tunegate("serve", "--repo", str(repo.root), "--grpc-port", "0", "--config", str(config))
     assert both.returncode == 2 and "Traceback" not in both.stderr
     assert sorted(both.stderr.splitlines()) == sorted([  # one line per problem
         f"tunegate serve: error: invalid setting runtime.instance_count = 0 (from config file {config}): "
@@ -105,7 +106,7 @@ def test_bad_settings_name_their_source(repo: Repository, tmp_path: Path) -> Non
 
 
 def test_a_start_up_failure_of_ours_is_one_line_and_status_1(tmp_path: Path) -> None:
-    result = tunegate("serve", "--repo", str(tmp_path / "nowhere"), "--port", "0")
+    result = tunegate("serve", "--repo", str(tmp_path / "nowhere"), "--port", "0", "--grpc-port", "0")
     assert result.returncode == 1
     assert one_line(result) == f"tunegate serve: error: model repository {tmp_path / 'nowhere'} is not a directory"
 
@@ -113,8 +114,8 @@ def test_a_start_up_failure_of_ours_is_one_line_and_status_1(tmp_path: Path) -> 
 def test_exit_on_error_stops_at_start_up_when_a_model_cannot_load(tmp_path: Path) -> None:
     broken = Repository(tmp_path / "repo")
     publish_bytes(broken, "junk", b"not an onnx model")
-    result = tunegate("serve", "--repo", str(broken.root), "--port", "0", "--exit-on-error", "--log-level", "ERROR",
-                      "--provider", "cpu")
+    result = tunegate("serve", "--repo", str(broken.root), "--port", "0", "--grpc-port", "0", "--exit-on-error",
+                      "--log-level", "ERROR", "--provider", "cpu")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.splitlines()[-1].startswith("tunegate serve: error: "), result.stderr
@@ -126,7 +127,7 @@ def gateway(repo: Repository, *flags: str, env: dict[str, str] | None = None) ->
     """``tunegate serve --port 0`` in a subprocess; yields the port its log line names."""
     environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("TUNEGATE_")}
     server = subprocess.Popen([sys.executable, "-m", "tunegate_cli", "serve", "--repo", str(repo.root), "--port", "0",
-                               "--provider", "cpu", *flags], stderr=subprocess.PIPE, text=True,
+                               "--grpc-port", "0", "--provider", "cpu", *flags], stderr=subprocess.PIPE, text=True,
                               env={**environ, **(env or {})})
     try:
         match = None

@@ -30,7 +30,7 @@ def test_sigkill_between_acks_keeps_every_acknowledged_sample(tmp_path):
     port = free_port()
     log = open(tmp_path / "gateway.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "tunegate_cli", "serve", "--repo", str(repo.root),
-                             "--port", str(port), "--provider", "cpu"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), "--grpc-port", "0", "--provider", "cpu"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def post(i: int) -> int:
         doc = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [float(i), 0, 0, 0]},
@@ -82,7 +82,7 @@ def test_sigkill_between_acks_keeps_every_acknowledged_sample(tmp_path):
 
     # Restarted, the gateway keeps appending (to a new shard) after the torn tail.
     proc = subprocess.Popen([sys.executable, "-m", "tunegate_cli", "serve", "--repo", str(repo.root),
-                             "--port", str(port), "--provider", "cpu"], cwd=ROOT,
+                             "--port", str(port), "--grpc-port", "0", "--provider", "cpu"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(ready, what="gateway ready again")

@@ -1,0 +1,159 @@
+"""``ModelInferRequest`` to the core's ``InferRequest``, and ``InferResponse`` to
+``ModelInferResponse``.
+
+A request's inputs come either all in ``raw_input_contents`` (one entry per input, in input
+order, laid out as ``core.tensors`` says) or each in its typed ``contents`` field; as in
+Triton, a request never mixes them. Each input's name, datatype and shape are checked
+against the model (``InputSpec.check_input``) before its data is decoded, as over HTTP, and
+what decoding allocates is charged to the request's ``Claim``. Answers always carry
+``raw_output_contents`` (what tritonclient and Triton use). Nothing here knows grpc or models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from model_repo import datatypes
+from tritonclient.grpc import service_pb2 as pb
+
+from ..core.budget import BYTES_ELEMENT_COST, Claim
+from ..core.errors import BadRequest, BinaryDataError, brief
+from ..core.tensors import from_raw, to_raw
+from ..core.types import InferRequest, InferResponse, InputSpec, InputTensor, OutputRequest
+
+MAX_DIMS = 64  # numpy's limit on dimensions, as over HTTP
+
+# The typed field that carries each datatype and that field's own element type (FP16 has
+# none in the protocol: raw only).
+CONTENTS = {
+    "BOOL": ("bool_contents", np.bool_), "INT8": ("int_contents", np.int32), "INT16": ("int_contents", np.int32),
+    "INT32": ("int_contents", np.int32), "INT64": ("int64_contents", np.int64),
+    "UINT8": ("uint_contents", np.uint32), "UINT16": ("uint_contents", np.uint32),
+    "UINT32": ("uint_contents", np.uint32), "UINT64": ("uint64_contents", np.uint64),
+    "FP32": ("fp32_contents", np.float32), "FP64": ("fp64_contents", np.float64), "BYTES": ("bytes_contents", None),
+}
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_elements: int
+    spec: InputSpec | None
+    claim: Claim | None
+
+
+def decode_request(message: pb.ModelInferRequest, *, max_elements: int, spec: InputSpec | None = None,
+                   claim: Claim | None = None) -> InferRequest:
+    """Check and decode a request; ``claim`` is charged for the arrays decoding builds."""
+    if not message.inputs:
+        raise BadRequest("request needs at least one input")
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise BinaryDataError(f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs: "
+                              "send every input's data there, in input order, or none")
+    limits = _Limits(max_elements, spec, claim)
+    inputs: list[InputTensor] = []
+    seen: set[str] = set()
+    for index, tensor in enumerate(message.inputs):
+        if tensor.name in seen:
+            raise BadRequest(f"input {brief(tensor.name)} appears twice")
+        seen.add(tensor.name)
+        inputs.append(_decode_input(tensor, raw[index] if raw else None, limits))
+    outputs = [_decode_output(output) for output in message.outputs] or None
+    return InferRequest(inputs=inputs, outputs=outputs, id=message.id or None,
+                        parameters=parameters(message.parameters))
+
+
+def parameters(entries: Any) -> dict[str, Any]:
+    """A protobuf parameter map (``InferParameter`` or ``ModelRepositoryParameter`` values)
+    as plain Python values."""
+    out = {}
+    for key, value in entries.items():
+        which = value.WhichOneof("parameter_choice")
+        out[key] = None if which is None else getattr(value, which)
+    return out
+
+
+def _decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None,
+                  limits: _Limits) -> InputTensor:
+    name = tensor.name
+    try:
+        dtype = datatypes.from_v2(tensor.datatype)
+    except ValueError as exc:
+        raise BadRequest(f"input {brief(name)}: {exc}") from None
+    shape = list(tensor.shape)
+    if len(shape) > MAX_DIMS or not all(0 <= d <= limits.max_elements for d in shape):
+        raise BadRequest(f"input {brief(name)}: 'shape' must be at most {MAX_DIMS} integers from 0 to "
+                         f"{limits.max_elements}, got {brief(shape)}")
+    if limits.spec is not None:
+        limits.spec.check_input(name, dtype.v2, shape)
+    count = math.prod(shape)
+    if count > limits.max_elements:
+        raise BadRequest(f"input {brief(name)}: {count} elements exceed the limit of {limits.max_elements}")
+    if raw is not None:
+        if tensor.HasField("contents"):
+            raise BadRequest(f"input {brief(name)}: data in both contents and raw_input_contents")
+        data = from_raw(name, dtype, memoryview(raw), count, limits.claim)
+    else:
+        data = _from_contents(name, dtype, tensor.contents, count, limits.claim)
+    return InputTensor(name, dtype.v2, tuple(shape), data.reshape(shape))
+
+
+def _from_contents(name: str, dtype: datatypes.Datatype, contents: pb.InferTensorContents, count: int,
+                   claim: Claim | None) -> np.ndarray:
+    if dtype.v2 not in CONTENTS:
+        raise BadRequest(f"input {brief(name)}: {dtype.v2} has no typed contents field; send it in "
+                         "raw_input_contents")
+    field, wide = CONTENTS[dtype.v2]
+    stray = [f.name for f, _ in contents.ListFields() if f.name != field]
+    if stray:
+        raise BadRequest(f"input {brief(name)}: {dtype.v2} data goes in contents.{field}, not contents.{stray[0]}")
+    values = getattr(contents, field)
+    if len(values) != count:  # before building anything from it
+        raise BadRequest(f"input {brief(name)}: {len(values)} elements in contents.{field} for a shape of {count}")
+    if wide is None:  # BYTES
+        if claim is not None:
+            claim.take(count * BYTES_ELEMENT_COST + sum(len(v) for v in values), f"input {brief(name)}")
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array
+    if claim is not None:
+        claim.take(count * (np.dtype(wide).itemsize + dtype.numpy.itemsize), f"input {brief(name)}")
+    array = np.array(values, dtype=wide)  # the field's own type: exact
+    if array.dtype != dtype.numpy:  # INT8/16 from int_contents, UINT8/16 from uint_contents
+        info = np.iinfo(dtype.numpy)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise BadRequest(f"input {brief(name)}: contents.{field} holds values outside {dtype.v2}'s range "
+                             f"{info.min} to {info.max}")
+        array = array.astype(dtype.numpy)
+    return array
+
+
+def _decode_output(output: pb.ModelInferRequest.InferRequestedOutputTensor) -> OutputRequest:
+    options = parameters(output.parameters)
+    if options.get("classification"):
+        raise BadRequest(f"output {brief(output.name)}: the classification extension is not supported")
+    return OutputRequest(output.name)
+
+
+def encode_response(response: InferResponse) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version,
+                                    id=response.id or "")
+    for name, array, _ in response.outputs:
+        message.outputs.add(name=name, datatype=datatypes.from_numpy(array.dtype).v2, shape=array.shape)
+        message.raw_output_contents.append(to_raw(array))
+    return message
+
+
+def response_cost(response: InferResponse) -> int:
+    """An upper estimate of what :func:`encode_response` allocates: each output's raw bytes,
+    and their copy in the message."""
+    return 2 * sum(_raw_size(array) for _, array, _ in response.outputs)
+
+
+def _raw_size(array: np.ndarray) -> int:
+    if array.dtype == object:
+        return sum(4 + (len(x) if isinstance(x, bytes) else 4 * len(str(x))) for x in array.reshape(-1))
+    return array.nbytes
