@@ -58,7 +58,8 @@ def test_an_invalid_manifest_is_caught_by_the_validator(rendered):
 
 
 def test_the_schema_refuses_unknown_and_mistyped_values(helm):
-    for bad in ("gateway.replicas=3", "finetune.workers=0", "repository.mountPath=models"):
+    for bad in ("gateway.replicas=3", "finetune.workers=0", "repository.mountPath=models",
+                "gateway.service.grpcPort=70000", "gateway.grpcReadinessProbe.port=8001"):
         proc = subprocess.run([helm, "lint", str(CHART), "--set", bad], capture_output=True, text=True)
         assert proc.returncode != 0, bad
         assert "values don't meet the specifications of the schema" in proc.stdout + proc.stderr, bad
@@ -104,9 +105,12 @@ def test_probes_hit_the_v2_health_routes(rendered, case):
     for deployment in (d for d in rendered[case] if d["kind"] == "Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-        port = container["readinessProbe"]["httpGet"]["port"]
-        assert port in {p["name"] for p in container["ports"]}
+        readiness = container["readinessProbe"]
+        if "grpc" in readiness:  # gateway.grpcReadinessProbe: see the gRPC tests below
+            assert container["name"] == "gateway"
+            continue
+        assert readiness["httpGet"]["path"] == "/v2/health/ready"
+        assert readiness["httpGet"]["port"] in {p["name"] for p in container["ports"]}
     test_pod = find(rendered[case], "Pod", "-test-ready")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     script = test_pod["spec"]["containers"][0]["command"][-1]
@@ -299,3 +303,87 @@ def test_the_gateway_accepts_its_rendered_settings(rendered, case, tmp_path, mon
     # Fine-tunes run as Jobs from the mounted template, in the release's namespace.
     assert settings.loop.launcher == "kubernetes" and settings.loop.namespace == "ml"
     assert str(settings.loop.job_template) == f"{mounts['finetune-template']}/job.yaml"
+    assert settings.grpc_port == _container_ports(container).get("grpc", 0)
+
+
+def _container_ports(container: dict) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container["ports"]}
+
+
+def _gateway_container(docs: list[dict]) -> dict:
+    (container,) = find(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_service_reaches_the_grpc_front_end_the_gateway_is_told_to_serve(rendered, case):
+    docs = rendered[case]
+    settings = json.loads(find(docs, "ConfigMap", "-gateway")["data"]["gateway.json"])
+    container_ports = _container_ports(_gateway_container(docs))
+    service_ports = {p["name"]: p for p in find(docs, "Service", "-gateway")["spec"]["ports"]}
+    if case == "mpijob-values":  # gateway.service.grpcPort: 0
+        assert settings["grpc_port"] == 0 and "grpc" not in container_ports and "grpc" not in service_ports
+        return
+    # Triton's default port inside the pod; the Service port is the value's.
+    assert settings["grpc_port"] == container_ports["grpc"] == 8001
+    assert service_ports["grpc"]["targetPort"] == "grpc"
+    assert service_ports["grpc"]["port"] == (9001 if case == "existing-claim-values" else 8001)
+    assert settings["port"] == container_ports["http"] and service_ports["http"]["targetPort"] == "http"
+
+
+def test_grpc_readiness_is_opt_in_and_asks_the_standard_health_service(rendered):
+    from gateway.grpc.health import SERVICES
+
+    default = _gateway_container(rendered["default"])
+    assert default["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    full = _gateway_container(rendered["full-values"])  # grpcReadinessProbe.enabled, periodSeconds 10
+    probe = full["readinessProbe"]
+    assert "httpGet" not in probe and probe["periodSeconds"] == 10
+    # Kubernetes' grpc probe takes a port number, never a port name.
+    assert probe["grpc"]["port"] == _container_ports(full)["grpc"]
+    # The kubelet calls grpc.health.v1 Check with this name; the gateway must answer for it.
+    assert probe["grpc"]["service"] in SERVICES
+    # The liveness and startup probes stay on HTTP (live != ready).
+    assert full["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+
+def test_grpc_readiness_without_grpc_or_on_an_old_cluster_is_refused(helm):
+    on = "gateway.grpcReadinessProbe.enabled=true"
+    proc = subprocess.run([helm, "template", "rel", str(CHART), "--set", on, "--set", "gateway.service.grpcPort=0"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "needs gRPC on: gateway.service.grpcPort > 0" in proc.stderr
+    # grpc probes exist from Kubernetes 1.27; the chart's floor is above it, so helm refuses
+    # an older cluster before any pod could get a probe its kubelet ignores.
+    proc = subprocess.run([helm, "template", "rel", str(CHART), "--set", on, "--kube-version", "1.26.0"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "kubeVersion" in proc.stderr
+    out = subprocess.run([helm, "template", "rel", str(CHART), "--set", on, "--kube-version", K8S_VERSIONS[0]],
+                         capture_output=True, text=True, check=True).stdout
+    assert "grpc:\n              port: 8001" in out  # rendered at the floor itself
+
+
+def test_the_triton_service_offers_grpc_for_a_grpc_endpoint(helm):
+    """values.yaml documents forwarding to Triton over gRPC with a grpc://SERVICE:8001 endpoint."""
+    docs = render(helm, sets=("triton.enabled=true", "triton.routeGateway=false",
+                              "gateway.config.runtime.kind=triton",
+                              "gateway.config.runtime.triton.endpoints={grpc://rel-tunegate-triton:8001}"))
+    svc = find(docs, "Service", "-triton")
+    grpc = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+    (triton,) = find(docs, "Deployment", "-triton")["spec"]["template"]["spec"]["containers"]
+    assert f"--grpc-port={_container_ports(triton)[grpc['targetPort']]}" in triton["args"]
+    settings = json.loads(find(docs, "ConfigMap", "-gateway")["data"]["gateway.json"])
+    assert settings["runtime"]["triton"]["endpoints"] == [f"grpc://{svc['metadata']['name']}:{grpc['port']}"]
+
+
+def test_notes_name_both_ports(helm):
+    def notes(*sets):
+        cmd = [helm, "install", "rel", str(CHART), "--dry-run=client", "--namespace", "ml"]
+        for s in sets:
+            cmd += ["--set", s]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split("NOTES:", 1)[1]
+
+    both = notes("gateway.service.grpcPort=9001")
+    assert "HTTP/REST on port 8000, gRPC" in both and "on port 9001" in both
+    assert "svc/rel-tunegate-gateway 8000:8000 8001:9001" in both and "GATEWAY_GRPC" in both
+    http_only = notes("gateway.service.grpcPort=0")
+    assert "gRPC is off" in http_only and "GATEWAY_GRPC" not in http_only

@@ -224,3 +224,34 @@ template:
       {{- toYaml . | nindent 6 }}
     {{- end }}
 {{- end }}
+
+{{/* "true" when the gateway serves gRPC (gateway.service.grpcPort > 0), else empty. */}}
+{{- define "tunegate.grpcEnabled" -}}
+{{- if gt (int .Values.gateway.service.grpcPort) 0 }}true{{ end }}
+{{- end }}
+
+{{/* The gateway container's gRPC port (Triton's default), empty when gRPC is off. */}}
+{{- define "tunegate.grpcContainerPort" -}}
+{{- if include "tunegate.grpcEnabled" . }}8001{{ end }}
+{{- end }}
+
+{{/* The gateway's readiness probe: gateway.readinessProbe (HTTP), or with
+gateway.grpcReadinessProbe.enabled Kubernetes' grpc probe against grpc.health.v1. That probe
+takes a port number only (no named port) and exists from Kubernetes 1.27. */}}
+{{- define "tunegate.gateway.readinessProbe" -}}
+{{- $g := .Values.gateway }}
+{{- $p := $g.grpcReadinessProbe }}
+{{- if $p.enabled }}
+{{- if not (include "tunegate.grpcEnabled" .) }}
+{{- fail "gateway.grpcReadinessProbe.enabled needs gRPC on: gateway.service.grpcPort > 0" }}
+{{- end }}
+{{- if not (semverCompare ">=1.27.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "gateway.grpcReadinessProbe needs Kubernetes 1.27 or newer (grpc probes); this cluster is %s" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- $probe := omit $p "enabled" "service" }}
+{{- $_ := set $probe "grpc" (dict "port" (int (include "tunegate.grpcContainerPort" .)) "service" $p.service) }}
+{{- toYaml $probe }}
+{{- else }}
+{{- toYaml $g.readinessProbe }}
+{{- end }}
+{{- end }}
