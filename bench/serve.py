@@ -189,14 +189,14 @@ def wait_ready(url: str, process: subprocess.Popen, what: str) -> None:
 
 
 def start_gateway(repo_dir: Path, port: int, threads: int, triton_url: str | None,
-                  cpus: set[int] | None = None) -> subprocess.Popen:
+                  cpus: set[int] | None = None, grpc_port: int = 0) -> subprocess.Popen:
     env = {**os.environ, "TUNEGATE_RUNTIME__PROVIDER": "cpu", "TUNEGATE_RUNTIME__INTRA_OP_THREADS": str(threads),
            "TUNEGATE_ACCESS_LOG": "false", "TUNEGATE_LOG_LEVEL": "WARNING", "TUNEGATE_MODEL_CONTROL": "none"}
     if triton_url:
         env["TUNEGATE_RUNTIME__KIND"] = "triton"
         env["TUNEGATE_RUNTIME__TRITON"] = json.dumps({"endpoints": [triton_url]})
     process = subprocess.Popen([sys.executable, str(ROOT / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
-                                "--port", str(port), "--grpc-port", "0"], env=env, cwd=ROOT,
+                                "--port", str(port), "--grpc-port", str(grpc_port)], env=env, cwd=ROOT,
                                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     wait_ready(f"127.0.0.1:{port}", process, f"gateway on {port}")
     return process
