@@ -133,15 +133,15 @@ async def serving(settings: Settings, sock: socket.socket) -> AsyncIterator[Serv
 def _bind_grpc(gateway: Gateway, host: str, port: int) -> GrpcServer:
     from .grpc.server import BindError, GrpcServer
 
-    try:
-        return GrpcServer.bind(gateway, host, port)
-    except BindError:
-        pass
-    # grpc does not say why it could not bind: a plain socket on the same address does.
+    # grpc logs a failed bind as a C++ log line and tells only that it failed: a plain
+    # socket on the same address first says why, in one line of ours.
     with contextlib.closing(listen(host, port, flag="--grpc-port")):
         pass
-    raise ListenError(f"cannot listen on {_url_host((host, port))} for gRPC; choose another port with "
-                      "--grpc-port N, or --grpc-port 0 to serve HTTP only")
+    try:
+        return GrpcServer.bind(gateway, host, port)
+    except BindError:  # taken in between
+        raise ListenError(f"cannot listen on {_url_host((host, port))} for gRPC; choose another port with "
+                          "--grpc-port N, or --grpc-port 0 to serve HTTP only") from None
 
 
 def listen(host: str, port: int, backlog: int = 128, *, flag: str = "--port") -> socket.socket:

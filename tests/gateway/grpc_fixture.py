@@ -38,6 +38,8 @@ CASES = {
     "FP32": np.array([[0.1, -2.5, 3e38]], np.float32), "FP64": np.array([[0.1, -2.5, 1e300]], np.float64),
     "BYTES": np.array([[b"", b"\x00\xffraw", "héllo".encode()]], dtype=object),
 }
+# What an onnxruntime model can echo: its string tensors hold UTF-8 text only.
+ECHO_CASES = {**CASES, "BYTES": np.array([[b"", b"raw", "h\xe9llo".encode()]], dtype=object)}
 _ONNX_TYPES = {"BOOL": TensorProto.BOOL, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
                "UINT32": TensorProto.UINT32, "UINT64": TensorProto.UINT64, "INT8": TensorProto.INT8,
                "INT16": TensorProto.INT16, "INT32": TensorProto.INT32, "INT64": TensorProto.INT64,
