@@ -29,8 +29,9 @@ class TritonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoints: list[str] = []
-    """Triton HTTP endpoints as ``host:port`` (no scheme); requests go to the healthy one
-    with the fewest requests in flight."""
+    """Triton endpoints: ``host:port`` or ``http://host:port`` for Triton's HTTP service,
+    ``grpc://host:port`` for its gRPC service; one list may mix both. Requests go to the
+    healthy one with the fewest requests in flight."""
 
     model_name: str | None = None
     """The model's name in Triton; None: the same name as in the gateway."""

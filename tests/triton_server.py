@@ -28,12 +28,21 @@ def require_tritonserver():
 
 @contextlib.contextmanager
 def tritonserver(view: Path, *, poll_seconds: float | None = 1, port: int | None = None,
-                 **kwargs) -> Iterator[TritonServer]:
+                 grpc_port: int | None = None, **kwargs) -> Iterator[TritonServer]:
+    """A started tritonserver serving HTTP and gRPC (``--grpc-port``, each on a free port
+    unless given), stopped on exit."""
     server = TritonServer(require_tritonserver(), view, poll_seconds=poll_seconds, **kwargs)
     if port is not None:
         server.http_port = port
+    if grpc_port is not None:
+        server.grpc_port = grpc_port
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def grpc_url(server: TritonServer) -> str:
+    """The server's gRPC service as a gateway endpoint (``triton.endpoints``)."""
+    return f"grpc://127.0.0.1:{server.grpc_port}"

@@ -1,6 +1,7 @@
 """A fleet of Triton endpoints: health checks, least-outstanding balancing, circuits, retries.
 
-One :class:`EndpointPool` per distinct endpoint list, shared by every model and version
+Endpoints speak HTTP or gRPC, each its own (``triton_clients.py``); the pool treats both
+alike. One :class:`EndpointPool` per distinct endpoint list, shared by every model and version
 that forwards to it (``TritonFleet`` hands them out), so the outstanding-request counts
 and circuit states are the endpoints' own, not one model's view of them.
 
@@ -22,12 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import aiohttp
-import tritonclient.http.aio as triton_aio
-from tritonclient.utils import InferenceServerException
-
 from ..core.errors import BadRequest, GatewayError, InferenceError
 from ..settings import TritonSettings
+from .triton_clients import ConnectFailed, ConnectionLost, EndpointClient, EndpointFailure, Refused, connect, split_url
 
 log = logging.getLogger("tunegate.triton")
 T = TypeVar("T")
@@ -49,34 +47,32 @@ class UpstreamTimeout(GatewayError):
 
 @dataclass(eq=False)
 class Endpoint:
-    url: str  # host:port of Triton's HTTP service
-    client: triton_aio.InferenceServerClient
+    url: str  # as configured: host:port, http://host:port or grpc://host:port
+    client: EndpointClient
     outstanding: int = 0
     failures: int = 0  # consecutive transport failures
     open: bool = False  # circuit open: no traffic until a readiness probe succeeds
     last_error: str = ""
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.url, "state": "open" if self.open else "closed", "outstanding": self.outstanding,
-                "consecutive_failures": self.failures, "last_error": self.last_error}
+        return {"url": self.url, "protocol": self.client.protocol, "state": "open" if self.open else "closed",
+                "outstanding": self.outstanding, "consecutive_failures": self.failures,
+                "last_error": self.last_error}
 
 
 @dataclass(eq=False)
 class EndpointPool:
     settings: TritonSettings
     endpoints: list[Endpoint]
-    _session: aiohttp.ClientSession
     _turn: itertools.count = field(default_factory=itertools.count)
     _health: asyncio.Task | None = None
 
     @classmethod
     def create(cls, settings: TritonSettings) -> EndpointPool:
-        """Must run on the event loop (the HTTP sessions bind to it)."""
-        endpoints = [Endpoint(url, triton_aio.InferenceServerClient(
-            url, conn_limit=settings.max_outstanding, conn_timeout=settings.request_timeout_seconds))
-            for url in settings.endpoints]
-        probe = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.probe_timeout_seconds))
-        pool = cls(settings, endpoints, probe)
+        """Must run on the event loop (HTTP sessions and gRPC channels bind to it)."""
+        for url in settings.endpoints:  # every address checked before any client exists
+            split_url(url)
+        pool = cls(settings, [Endpoint(url, connect(url, settings)) for url in settings.endpoints])
         pool._health = asyncio.create_task(pool._probe_forever(), name="triton health checks")
         return pool
 
@@ -96,7 +92,7 @@ class EndpointPool:
         return "no healthy Triton endpoint: " + "; ".join(parts)
 
     # --------------------------------------------------------------- calling
-    async def call(self, fn: Callable[[triton_aio.InferenceServerClient], Awaitable[T]], what: str) -> T:
+    async def call(self, fn: Callable[[EndpointClient], Awaitable[T]], what: str) -> T:
         """Run ``fn`` against the best endpoint; retry elsewhere only if it never connected."""
         tried: set[int] = set()
         attempts = 1 + self.settings.retries
@@ -107,8 +103,8 @@ class EndpointPool:
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
                     result = await fn(endpoint.client)
-            except aiohttp.ClientConnectorError as exc:  # before any byte was sent
-                self._failed(endpoint, f"cannot connect: {exc.os_error or exc}")
+            except ConnectFailed as exc:  # before any byte was sent
+                self._failed(endpoint, str(exc))
                 if len(tried) < attempts and len(tried) < len(self.endpoints):
                     continue
                 raise UpstreamError(f"{what}: Triton at {endpoint.url} is unreachable ({endpoint.last_error})"
@@ -118,11 +114,11 @@ class EndpointPool:
                 raise UpstreamTimeout(f"{what}: Triton at {endpoint.url} did not answer within "
                                       f"{self.settings.request_timeout_seconds:g}s (not retried: the request "
                                       "may have run)") from None
-            except (aiohttp.ClientError, ConnectionError) as exc:  # bytes may have reached it
-                self._failed(endpoint, f"{type(exc).__name__}: {exc}")
+            except ConnectionLost as exc:  # bytes may have reached it
+                self._failed(endpoint, str(exc))
                 raise UpstreamError(f"{what}: Triton at {endpoint.url} failed mid-request "
-                                    f"({type(exc).__name__}: {exc}); not retried: the request may have run") from None
-            except InferenceServerException as exc:
+                                    f"({exc}); not retried: the request may have run") from None
+            except Refused as exc:
                 raise _mapped(exc, what, endpoint.url) from None
             else:
                 endpoint.failures = 0
@@ -148,12 +144,13 @@ class EndpointPool:
     # ---------------------------------------------------------------- health
     async def probe(self, endpoint: Endpoint) -> bool:
         try:
-            async with self._session.get(f"http://{endpoint.url}/v2/health/ready") as response:
-                await response.read()
-                ready = response.status == 200
-                error = "" if ready else f"not ready (HTTP {response.status})"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            ready, error = False, f"readiness probe failed: {type(exc).__name__}: {exc}"
+            async with asyncio.timeout(self.settings.probe_timeout_seconds):
+                ready = await endpoint.client.ready()
+            error = "" if ready else "not ready"
+        except TimeoutError:
+            ready, error = False, f"readiness probe: no answer within {self.settings.probe_timeout_seconds:g}s"
+        except (EndpointFailure, OSError) as exc:
+            ready, error = False, f"readiness probe failed: {exc}"
         if ready:
             if endpoint.open:
                 log.info("Triton endpoint %s: ready again, circuit closed", endpoint.url)
@@ -177,18 +174,16 @@ class EndpointPool:
             self._health.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health
-        await self._session.close()
         for endpoint in self.endpoints:
             await endpoint.client.close()
 
 
-def _mapped(exc: InferenceServerException, what: str, url: str) -> GatewayError:
+def _mapped(exc: Refused, what: str, url: str) -> GatewayError:
     """Triton answered with an error: the request reached it, so never retried."""
-    status = exc.status() or ""
-    message = f"{what}: Triton at {url}: {exc.message()}"
-    if status.startswith("4"):
+    message = f"{what}: Triton at {url}: {exc.message}"
+    if 400 <= exc.status < 500:
         return BadRequest(message)
-    if status == "503":
+    if exc.status == 503:
         return UpstreamError(message)
     return InferenceError(message)
 

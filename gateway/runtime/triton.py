@@ -2,10 +2,11 @@
 
 Loading waits until some endpoint serves the version, then takes the model's metadata and
 config from Triton (what it really serves) after checking them against the repository's
-``config.pbtxt``. Tensors travel to and from Triton in Triton's binary extension, so no
-tensor is ever written as JSON on the way. Unless ``triton.gateway_batching`` is set, the
-gateway does not merge requests (Triton does): each request is forwarded as it comes, with
-up to ``max_outstanding`` in flight per endpoint.
+``config.pbtxt``. Each endpoint is Triton's HTTP or gRPC service (``endpoints.py``);
+tensors travel as raw bytes either way (HTTP's binary extension, gRPC's raw contents), never
+as JSON. Unless ``triton.gateway_batching`` is set, the gateway does not merge requests
+(Triton does): each request is forwarded as it comes, with up to ``max_outstanding`` in
+flight per endpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import tritonclient.http.aio as triton_aio
 from google.protobuf import json_format
 from model_repo import ModelConfig
 
@@ -27,6 +27,7 @@ from ..settings import RuntimeSettings, Settings
 from ..core.signature import Signature
 from .base import Runtime
 from .endpoints import EndpointPool, TritonFleet
+from .triton_clients import EndpointClient
 
 
 class TritonRuntime(Runtime):
@@ -86,10 +87,9 @@ class TritonRuntime(Runtime):
         self.config, self.signature = remote, Signature.from_config(remote)
         self.ready = True
 
-    async def _describe(self, client: triton_aio.InferenceServerClient) -> tuple[dict, dict]:
+    async def _describe(self, client: EndpointClient) -> tuple[dict, dict]:
         version = str(self.version)
-        return (await client.get_model_metadata(self.remote_name, version),
-                await client.get_model_config(self.remote_name, version))
+        return await client.metadata(self.remote_name, version), await client.config(self.remote_name, version)
 
     def _check(self, remote: Signature) -> None:
         """The repository's config.pbtxt is the contract; refuse a Triton model that differs."""
@@ -106,13 +106,8 @@ class TritonRuntime(Runtime):
     async def predict(self, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         if self._pool is None:
             raise LoadError(f"{self.model} version {self.version} is not loaded")
-        tensors = []
-        for meta in self.signature.inputs:
-            array = inputs[meta.name]
-            tensor = triton_aio.InferInput(meta.name, list(array.shape), meta.datatype)
-            tensor.set_data_from_numpy(array, binary_data=True)
-            tensors.append(tensor)
-        wanted = [triton_aio.InferRequestedOutput(name, binary_data=True) for name in outputs]
+        tensors = [(meta.name, meta.datatype, inputs[meta.name]) for meta in self.signature.inputs]
+        wanted = list(outputs)
         schedule = BATCH_SCHEDULE.get()  # the client's priority and timeout, for Triton's own queue
         result = await self._pool.call(
             lambda c: c.infer(self.remote_name, tensors, model_version=str(self.version), outputs=wanted,
