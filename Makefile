@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 DEMO_REPO ?= demo/repo
 HOST ?= 127.0.0.1
 PORT ?= 8000
+GRPC_PORT ?= 8001
 
 .PHONY: setup demo example test bench perf-analyzer
 
@@ -16,11 +17,11 @@ example: setup
 
 demo: example
 	@echo
-	@echo "Serving $(DEMO_REPO) on http://$(HOST):$(PORT). From another shell:"
+	@echo "Serving $(DEMO_REPO) on http://$(HOST):$(PORT) and gRPC $(HOST):$(GRPC_PORT). From another shell:"
 	@echo "  $(PY) packaging/example_request.py --url http://$(HOST):$(PORT)"
 	@echo "  curl -s -X POST http://$(HOST):$(PORT)/v2/models/digits/infer -H 'Content-Type: application/json' -d @packaging/digit0_request.json"
 	@echo
-	$(VENV)/bin/tunegate serve --repo $(DEMO_REPO) --host $(HOST) --port $(PORT)
+	$(VENV)/bin/tunegate serve --repo $(DEMO_REPO) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
 test: setup
 	$(PY) -m pytest -p no:cacheprovider

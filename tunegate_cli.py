@@ -19,7 +19,7 @@ import sys
 SUBCOMMANDS = {
     "convert": ("converters.cli", "convert a Keras/TensorFlow model to ONNX and publish it"),
     "models": ("model_repo.cli", "list, show, verify, remove, promote and roll back models and versions"),
-    "serve": ("gateway.cli", "serve the repository over HTTP (KServe v2)"),
+    "serve": ("gateway.cli", "serve the repository over HTTP and gRPC (KServe v2 / Triton)"),
     "finetune": ("trainer.cli", "fine-tune a served model with Horovod and publish the next version"),
 }
 

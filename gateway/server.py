@@ -67,6 +67,8 @@ class Gateway:
               registry=metrics).set_function(lambda: budget.used)
         loop = Loop(settings, registry, dataplane, metrics)
         shm = SharedMemoryRegions(settings.allow_shared_memory)
+        if settings.allow_shared_memory:
+            dataplane.extensions.append("system_shared_memory")
         return cls(settings, repo, book, fleet, registry, dataplane, budget, metrics, loop, shm)
 
     @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from model_repo import config_to_dict
+from model_repo import ModelConfig, config_to_dict
 
 from .. import __version__
 from .types import InferRequest, InferResponse
@@ -23,6 +23,7 @@ EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "
 
 class DataPlane:
     def __init__(self, registry: Registry, book: StatsBook) -> None:
+        self.extensions = list(EXTENSIONS)  # the composition root adds what it turns on
         self.registry = registry
         self.book = book
         # The loop's hooks: every answered infer (model, version, ok, latency ns, request,
@@ -38,7 +39,7 @@ class DataPlane:
         return self.registry.ready
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": "tunegate", "version": __version__, "extensions": EXTENSIONS}
+        return {"name": "tunegate", "version": __version__, "extensions": self.extensions}
 
     # ---------------------------------------------------------------- models
     def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
@@ -65,6 +66,10 @@ class DataPlane:
         """What the model's inputs may be, to check a request against before decoding its
         data (404/503 when the model cannot answer)."""
         return self.registry.route(model, version, split=False).signature
+
+    def model_config_proto(self, model: str, version: str | None = None) -> ModelConfig:
+        """The model's config as Triton's ``ModelConfig`` message (what gRPC answers)."""
+        return self.registry.route(model, version).config
 
     def model_config(self, model: str, version: str | None = None) -> dict[str, Any]:
         return config_to_dict(self.registry.route(model, version).config)

@@ -21,7 +21,12 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import BadRequest
+import numpy as np
+from model_repo import datatypes
+
+from .budget import Claim
+from .errors import BadRequest, brief
+from .tensors import from_raw, to_raw
 
 SHM_ROOT = "/dev/shm"
 _KEY = re.compile(r"/?[A-Za-z0-9._-]{1,200}")
@@ -114,6 +119,50 @@ class SharedMemoryRegions:
         for region in self._regions.values():
             _close(region.mapping)
         self._regions.clear()
+
+
+# ------------------------------------------------- tensors, for every front end
+def read_input(shm: SharedMemoryRegions | None, name: str, dtype: datatypes.Datatype, params: dict,
+               count: int, claim: Claim | None) -> np.ndarray:
+    """An input from the region its parameters name (``shared_memory_region``, ``_offset``,
+    ``_byte_size``), copied out."""
+    what = f"input {brief(name)}"
+    if shm is None:
+        raise BadRequest(f"{what}: shared memory is not available here")
+    with shm.view(params["shared_memory_region"], params.get("shared_memory_offset", 0),
+                  params.get("shared_memory_byte_size"), what) as chunk:
+        if claim is not None:
+            claim.take(count * (dtype.numpy.itemsize if dtype.v2 != "BYTES" else 0) + len(chunk), what)
+        shared = from_raw(name, dtype, chunk, count, claim)
+        data = shared.copy()  # the client may rewrite or unregister the region meanwhile
+        del shared  # releases the region's buffer before the view is
+    return data
+
+
+def output_placement(shm: SharedMemoryRegions | None, what: str, params: dict) -> tuple[str, int, int] | None:
+    """(region, offset, byte_size) an output asks to be written to, checked before inference;
+    None when it asks for none."""
+    if params.get("shared_memory_region") is None:
+        return None
+    if shm is None:
+        raise BadRequest(f"{what}: shared memory is not available here")
+    placement = (params["shared_memory_region"], params.get("shared_memory_offset", 0),
+                 params.get("shared_memory_byte_size"))
+    shm.view(*placement, what).release()
+    return placement
+
+
+def write_output(shm: SharedMemoryRegions, name: str, array: np.ndarray,
+                 placement: tuple[str, int, int]) -> dict:
+    """Write an output into its region; the parameters its answer carries instead of data."""
+    region, offset, byte_size = placement
+    raw = to_raw(array)
+    if len(raw) > byte_size:
+        raise BadRequest(f"output {brief(name)} is {len(raw)} bytes, more than the {byte_size} bytes "
+                         f"given in shared memory region {region!r}")
+    with shm.view(region, offset, len(raw), f"output {brief(name)}") as target:
+        target[:] = raw
+    return {"shared_memory_region": region, "shared_memory_offset": offset, "shared_memory_byte_size": len(raw)}
 
 
 def _close(mapping: mmap.mmap) -> None:

@@ -21,6 +21,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from ..core.budget import BYTES_ELEMENT_COST, Claim
 from ..core.errors import BadRequest, BinaryDataError, brief
+from ..core.shm import SharedMemoryRegions, output_placement, read_input, write_output
 from ..core.tensors import from_raw, to_raw
 from ..core.types import InferRequest, InferResponse, InputSpec, InputTensor, OutputRequest
 
@@ -42,18 +43,20 @@ class _Limits:
     max_elements: int
     spec: InputSpec | None
     claim: Claim | None
+    shm: SharedMemoryRegions | None
 
 
 def decode_request(message: pb.ModelInferRequest, *, max_elements: int, spec: InputSpec | None = None,
-                   claim: Claim | None = None) -> InferRequest:
-    """Check and decode a request; ``claim`` is charged for the arrays decoding builds."""
+                   claim: Claim | None = None, shm: SharedMemoryRegions | None = None) -> InferRequest:
+    """Check and decode a request; ``claim`` is charged for the arrays decoding builds;
+    inputs may come from (and outputs go to) ``shm``'s registered regions."""
     if not message.inputs:
         raise BadRequest("request needs at least one input")
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise BinaryDataError(f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs: "
                               "send every input's data there, in input order, or none")
-    limits = _Limits(max_elements, spec, claim)
+    limits = _Limits(max_elements, spec, claim, shm)
     inputs: list[InputTensor] = []
     seen: set[str] = set()
     for index, tensor in enumerate(message.inputs):
@@ -61,7 +64,7 @@ def decode_request(message: pb.ModelInferRequest, *, max_elements: int, spec: In
             raise BadRequest(f"input {brief(tensor.name)} appears twice")
         seen.add(tensor.name)
         inputs.append(_decode_input(tensor, raw[index] if raw else None, limits))
-    outputs = [_decode_output(output) for output in message.outputs] or None
+    outputs = [_decode_output(output, shm) for output in message.outputs] or None
     return InferRequest(inputs=inputs, outputs=outputs, id=message.id or None,
                         parameters=parameters(message.parameters))
 
@@ -92,7 +95,12 @@ def _decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
     count = math.prod(shape)
     if count > limits.max_elements:
         raise BadRequest(f"input {brief(name)}: {count} elements exceed the limit of {limits.max_elements}")
-    if raw is not None:
+    options = parameters(tensor.parameters)
+    if options.get("shared_memory_region") is not None:
+        if raw or tensor.HasField("contents"):
+            raise BadRequest(f"input {brief(name)}: data both in shared memory and in the message")
+        data = read_input(limits.shm, name, dtype, options, count, limits.claim)
+    elif raw is not None:
         if tensor.HasField("contents"):
             raise BadRequest(f"input {brief(name)}: data in both contents and raw_input_contents")
         data = from_raw(name, dtype, memoryview(raw), count, limits.claim)
@@ -131,19 +139,32 @@ def _from_contents(name: str, dtype: datatypes.Datatype, contents: pb.InferTenso
     return array
 
 
-def _decode_output(output: pb.ModelInferRequest.InferRequestedOutputTensor) -> OutputRequest:
+def _decode_output(output: pb.ModelInferRequest.InferRequestedOutputTensor,
+                   shm: SharedMemoryRegions | None) -> OutputRequest:
+    what = f"output {brief(output.name)}"
     options = parameters(output.parameters)
     if options.get("classification"):
-        raise BadRequest(f"output {brief(output.name)}: the classification extension is not supported")
-    return OutputRequest(output.name)
+        raise BadRequest(f"{what}: the classification extension is not supported")
+    return OutputRequest(output.name, shared_memory=output_placement(shm, what, options))
 
 
-def encode_response(response: InferResponse) -> pb.ModelInferResponse:
+def encode_response(response: InferResponse, placements: dict[str, tuple[str, int, int]] | None = None,
+                    shm: SharedMemoryRegions | None = None) -> pb.ModelInferResponse:
+    """Outputs in ``raw_output_contents``, or, those named in ``placements``, written into
+    ``shm``'s regions (their raw entry then empty, so entries stay aligned with outputs)."""
     message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version,
                                     id=response.id or "")
     for name, array, _ in response.outputs:
-        message.outputs.add(name=name, datatype=datatypes.from_numpy(array.dtype).v2, shape=array.shape)
-        message.raw_output_contents.append(to_raw(array))
+        entry = message.outputs.add(name=name, datatype=datatypes.from_numpy(array.dtype).v2, shape=array.shape)
+        if placements and name in placements and shm is not None:
+            for key, value in write_output(shm, name, array, placements[name]).items():
+                if isinstance(value, str):
+                    entry.parameters[key].string_param = value
+                else:
+                    entry.parameters[key].int64_param = value
+            message.raw_output_contents.append(b"")
+        else:
+            message.raw_output_contents.append(to_raw(array))
     return message
 
 

@@ -100,7 +100,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc
     async def ModelConfig(self, request, context):
         model, version = _model(request.name, request.version)
-        return pb.ModelConfigResponse(config=self.gateway.registry.route(model, version, split=False).config)
+        return pb.ModelConfigResponse(config=self.dataplane.model_config_proto(model, version))
 
     @rpc
     async def ModelStatistics(self, request, context):
@@ -122,15 +122,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             with self.gateway.budget.claim() as claim:
                 size = request.ByteSize()
                 claim.take(size, "the request message")  # already received: held while it is decoded
+                shm = self.gateway.shm
                 decode = functools.partial(decode_request, request, max_elements=self.settings.max_elements,
-                                           spec=spec, claim=claim)
+                                           spec=spec, claim=claim, shm=shm)
                 # Large requests are decoded in a thread so one never stalls the loop.
                 parsed = await asyncio.to_thread(decode) if size >= self.settings.codec_offload_bytes else decode()
                 result = await self.dataplane.infer(model, version, parsed)
                 cost = response_cost(result)
                 claim.take(cost, "the response")
-                return (await asyncio.to_thread(encode_response, result)
-                        if cost >= self.settings.codec_offload_bytes else encode_response(result))
+                placements = {o.name: o.shared_memory for o in parsed.outputs or () if o.shared_memory}
+                encode = functools.partial(encode_response, result, placements, shm)
+                return await asyncio.to_thread(encode) if cost >= self.settings.codec_offload_bytes else encode()
         finally:
             REQUEST_ID.reset(token)
 
@@ -202,9 +204,26 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                                "(or 'authorization: Bearer <key>')")
 
     # ------------------------------------------------- features not here
-    SystemSharedMemoryStatus = _unimplemented("system shared memory")
-    SystemSharedMemoryRegister = _unimplemented("system shared memory")
-    SystemSharedMemoryUnregister = _unimplemented("system shared memory")
+    # ---------------------------------------------------------- shared memory
+    @rpc
+    async def SystemSharedMemoryStatus(self, request, context):
+        regions = self.gateway.shm.status(request.name or None)
+        return json_format.ParseDict({"regions": {r["name"]: r for r in regions}},
+                                     pb.SystemSharedMemoryStatusResponse())
+
+    @rpc
+    async def SystemSharedMemoryRegister(self, request, context):
+        self._authorize(context)  # it maps a client's /dev/shm object: a trust decision
+        await asyncio.to_thread(self.gateway.shm.register, request.name, request.key, request.offset,
+                                request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @rpc
+    async def SystemSharedMemoryUnregister(self, request, context):
+        self._authorize(context)
+        self.gateway.shm.unregister(request.name or None)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
     CudaSharedMemoryStatus = _unimplemented("CUDA shared memory")
     CudaSharedMemoryRegister = _unimplemented("CUDA shared memory")
     CudaSharedMemoryUnregister = _unimplemented("CUDA shared memory")

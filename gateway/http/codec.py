@@ -21,7 +21,7 @@ from model_repo import datatypes
 
 from ..core.budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost
 from ..core.errors import BadRequest, BinaryDataError, brief
-from ..core.shm import SharedMemoryRegions
+from ..core.shm import SharedMemoryRegions, output_placement, read_input, write_output
 from ..core.tensors import from_raw, to_raw
 from ..core.types import InferRequest, InferResponse, InputSpec, InputTensor, OutputRequest
 
@@ -123,7 +123,7 @@ def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) ->
     params = _parameters(raw, f"input {brief(name)}")
     size = params.get("binary_data_size")
     if params.get("shared_memory_region") is not None:
-        data = _from_shared_memory(name, dtype, params, count, limits)
+        data = read_input(limits.shm, name, dtype, params, count, limits.claim)
         used = 0
     elif size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -139,21 +139,6 @@ def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) ->
         data = _from_json(name, dtype, raw["data"], count, limits.claim)
         used = 0
     return InputTensor(name, dtype.v2, tuple(shape), data.reshape(shape)), used
-
-
-def _from_shared_memory(name: str, dtype: datatypes.Datatype, params: dict[str, Any], count: int,
-                        limits: _Limits) -> np.ndarray:
-    if limits.shm is None:
-        raise BadRequest(f"input {brief(name)}: shared memory is not available here")
-    what = f"input {brief(name)}"
-    with limits.shm.view(params["shared_memory_region"], params.get("shared_memory_offset", 0),
-                         params.get("shared_memory_byte_size"), what) as chunk:
-        if limits.claim is not None:
-            limits.claim.take(count * (dtype.numpy.itemsize if dtype.v2 != "BYTES" else 0) + len(chunk), what)
-        shared = from_raw(name, dtype, chunk, count, limits.claim)
-        data = shared.copy()  # the client may rewrite or unregister the region meanwhile
-        del shared  # releases the region's buffer before the view is
-    return data
 
 
 def _shape(name: str, shape: Any, max_elements: int) -> list[int]:
@@ -217,14 +202,7 @@ def _decode_output(raw: Any, shm: SharedMemoryRegions | None) -> OutputRequest:
     if params.get("classification"):
         raise BadRequest(f"{what}: the classification extension is not supported")
     binary = params.get("binary_data")
-    placement = None
-    if params.get("shared_memory_region") is not None:
-        if shm is None:
-            raise BadRequest(f"{what}: shared memory is not available here")
-        placement = (params["shared_memory_region"], params.get("shared_memory_offset", 0),
-                     params.get("shared_memory_byte_size"))
-        shm.view(*placement, what).release()  # the region and bounds, checked before inference
-    return OutputRequest(raw["name"], None if binary is None else bool(binary), placement)
+    return OutputRequest(raw["name"], None if binary is None else bool(binary), output_placement(shm, what, params))
 
 
 # ---------------------------------------------------------------- responses
@@ -238,7 +216,7 @@ def encode_response(response: InferResponse, placements: dict[str, tuple[str, in
         v2 = datatypes.from_numpy(array.dtype).v2
         entry: dict[str, Any] = {"name": name, "datatype": v2, "shape": list(array.shape)}
         if placements and name in placements and shm is not None:
-            entry["parameters"] = write_to_shared_memory(shm, name, array, placements[name])
+            entry["parameters"] = write_output(shm, name, array, placements[name])
         elif binary:
             raw = to_raw(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
@@ -254,19 +232,6 @@ def encode_response(response: InferResponse, placements: dict[str, tuple[str, in
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
-
-
-def write_to_shared_memory(shm: SharedMemoryRegions, name: str, array: np.ndarray,
-                           placement: tuple[str, int, int]) -> dict[str, Any]:
-    """Write an output into its region; the parameters its answer carries instead of data."""
-    region, offset, byte_size = placement
-    raw = to_raw(array)
-    if len(raw) > byte_size:
-        raise BadRequest(f"output {brief(name)} is {len(raw)} bytes, more than the {byte_size} bytes "
-                         f"given in shared memory region {region!r}")
-    with shm.view(region, offset, len(raw), f"output {brief(name)}") as target:
-        target[:] = raw
-    return {"shared_memory_region": region, "shared_memory_offset": offset, "shared_memory_byte_size": len(raw)}
 
 
 def response_cost(response: InferResponse) -> int:

@@ -69,3 +69,40 @@ def test_shared_memory_is_off_by_default_and_cuda_is_refused(gateway):
         client.get_system_shared_memory_status()
     with pytest.raises(InferenceServerException, match="CUDA shared memory is not supported"):
         client.get_cuda_shared_memory_status()
+
+
+def test_grpc_inputs_and_outputs_travel_through_shared_memory(tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    from .grpc_fixture import both_settings, build_both_repository, serve_both
+
+    build_both_repository(tmp_path / "repo")
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) / 7
+    with serve_both(both_settings(tmp_path / "repo", allow_shared_memory=True)) as both:
+        client = both.grpc()
+        assert "system_shared_memory" in client.get_server_metadata(as_json=True)["extensions"]
+        inputs = shm.create_shared_memory_region("g_in", "/tg_g_in", x.nbytes)
+        outputs = shm.create_shared_memory_region("g_out", "/tg_g_out", x.nbytes)
+        try:
+            shm.set_shared_memory_region(inputs, [x])
+            client.register_system_shared_memory("g_in", "/tg_g_in", x.nbytes)
+            client.register_system_shared_memory("g_out", "/tg_g_out", x.nbytes)
+            status = client.get_system_shared_memory_status(as_json=True)["regions"]
+            assert set(status) == {"g_in", "g_out"} and int(status["g_in"]["byte_size"]) == x.nbytes
+            tensor = grpcclient.InferInput("X", [2, 4], "FP32")
+            tensor.set_shared_memory("g_in", x.nbytes)
+            wanted = grpcclient.InferRequestedOutput("SUM")
+            wanted.set_shared_memory("g_out", x.nbytes)
+            plain = grpcclient.InferRequestedOutput("OUT")
+            result = client.infer("mlp", [tensor], outputs=[wanted, plain])
+            np.testing.assert_array_equal(shm.get_contents_as_numpy(outputs, np.float32, [2, 4]), x + 1)
+            assert result.as_numpy("OUT").shape == (2, 3)  # a raw output beside one in shared memory
+            short = grpcclient.InferInput("X", [2, 4], "FP32")
+            short.set_shared_memory("g_in", 16)
+            with pytest.raises(InferenceServerException, match="bytes of binary data, expected"):
+                client.infer("mlp", [short])
+        finally:
+            client.unregister_system_shared_memory()
+            shm.destroy_shared_memory_region(inputs)
+            shm.destroy_shared_memory_region(outputs)
+        assert client.get_system_shared_memory_status(as_json=True).get("regions", {}) == {}
