@@ -282,6 +282,23 @@ def _endpoint_states(gateway, model="mlp"):
     return {url: e["state"] for url, e in _endpoints(gateway, model).items()}
 
 
+def _dead_grpc_endpoint_is_skipped(gateway, dead, alive):
+    """The dead server's gRPC service, unprobed since it died: connecting fails, so each
+    request goes on to the other endpoint and succeeds, and the dead one's circuit opens
+    after failure_threshold refusals."""
+    client = gateway.client()
+    assert _endpoint_states(gateway, "int64_grpc")[grpc_url(dead)] == "closed"
+    before, sent = _triton_count(alive, "int64"), 0
+    while _endpoint_states(gateway, "int64_grpc")[grpc_url(dead)] != "open":
+        assert sent < 10, _endpoints(gateway, "int64_grpc")
+        x = np.full((1, 3), sent, np.int64)
+        np.testing.assert_array_equal(client.infer("int64_grpc", [_input("X", x, "INT64")]).as_numpy("Y"), x * 3 + 1)
+        sent += 1
+    assert sent >= 2 and _triton_count(alive, "int64") - before == sent
+    assert _endpoints(gateway, "int64_grpc")[grpc_url(dead)]["last_error"].startswith("cannot connect")
+    assert _endpoint_states(gateway, "int64_grpc")[grpc_url(alive)] == "closed"
+
+
 def test_killed_endpoint_moves_traffic_then_503_when_none_then_recovers(pair):
     gateway, a, b, root = pair
     x = np.ones((1, 4), np.float32)
@@ -324,19 +341,7 @@ def test_killed_endpoint_moves_traffic_then_503_when_none_then_recovers(pair):
     for _ in range(5):
         np.testing.assert_array_equal(client.infer("mlp", [_input("X", x, "FP32")]).as_numpy("SUM"), x + 1)
 
-    # A's gRPC service died with it, unprobed since: connecting fails, so each request goes
-    # on to B and succeeds, and A's circuit opens after failure_threshold refusals.
-    assert _endpoint_states(gateway, "int64_grpc")[grpc_url(a)] == "closed"
-    before, sent = _triton_count(b, "int64"), 0
-    while _endpoint_states(gateway, "int64_grpc")[grpc_url(a)] != "open":
-        assert sent < 10, _endpoints(gateway, "int64_grpc")
-        big = np.full((1, 3), sent, np.int64)
-        np.testing.assert_array_equal(client.infer("int64_grpc", [_input("X", big, "INT64")]).as_numpy("Y"),
-                                      big * 3 + 1)
-        sent += 1
-    assert sent >= 2 and _triton_count(b, "int64") - before == sent
-    assert _endpoints(gateway, "int64_grpc")[grpc_url(a)]["last_error"].startswith("cannot connect")
-    assert _endpoint_states(gateway, "int64_grpc")[grpc_url(b)] == "closed"
+    _dead_grpc_endpoint_is_skipped(gateway, dead=a, alive=b)
 
     b.kill()
     with pytest.raises(InferenceServerException) as info:
