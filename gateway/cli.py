@@ -71,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
     # minutes of loading.
     sock = listen(settings.host, settings.port)
     try:
-        asyncio.run(_serve_until_signalled(settings, sock))
+        if settings.event_loop == "uvloop":
+            import uvloop  # libuv's loop: measured cheaper per request than asyncio's (README, Serve)
+
+            uvloop.run(_serve_until_signalled(settings, sock))
+        else:
+            asyncio.run(_serve_until_signalled(settings, sock))
     finally:
         sock.close()
     return 0

@@ -197,8 +197,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the ``tunegate`` and ``aiohttp.access`` loggers."""
 
-    access_log: bool = True
-    """One log line per request, with its request id."""
+    access_log: bool = False
+    """One log line per request, with its request id (off by default, as in Triton: a line
+    per request costs every request a formatted write)."""
+
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop ``tunegate serve`` runs on: uvloop (libuv), or the standard library's."""
 
     runtime: RuntimeSettings = RuntimeSettings()
     """Default runtime settings for every model."""

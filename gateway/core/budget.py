@@ -26,7 +26,7 @@ _JSON_PER_LIST = 64
 _JSON_PER_DICT = 232
 _JSON_PER_QUOTE = 25  # half a string each
 BYTES_ELEMENT_COST = 8 + 33  # an object array slot and an empty bytes object, per BYTES element
-JSON_OUTPUT_ELEMENT_COST = 32 + 24  # a Python number and its list slot, and its text, per element
+JSON_OUTPUT_ELEMENT_COST = 32  # the text orjson writes per element, at most (a float64 and a comma)
 
 
 def json_cost(text: bytes | memoryview) -> int:

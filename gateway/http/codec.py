@@ -10,7 +10,6 @@ framing for outputs asked for in binary (``binary_data`` per output, or
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,8 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
     doc = parse_json_object(header, "request header", claim)
+    text = header if isinstance(header, bytes) else bytes(header)
+    maybe_bools = b"true" in text or b"false" in text
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("request needs a non-empty 'inputs' list")
@@ -53,7 +54,7 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
     offset = 0
     seen: set[str] = set()
     for raw in raw_inputs:
-        tensor, used = _decode_input(raw, binary, offset, _Limits(max_elements, spec, claim, shm))
+        tensor, used = _decode_input(raw, binary, offset, _Limits(max_elements, spec, claim, shm, maybe_bools))
         if tensor.name in seen:
             raise BadRequest(f"input {brief(tensor.name)} appears twice")
         seen.add(tensor.name)
@@ -104,6 +105,7 @@ class _Limits:
     spec: InputSpec | None
     claim: Claim | None
     shm: SharedMemoryRegions | None
+    maybe_bools: bool  # the body has a JSON true or false somewhere
 
 
 def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) -> tuple[InputTensor, int]:
@@ -136,7 +138,7 @@ def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) ->
     else:
         if "data" not in raw:
             raise BadRequest(f"input {brief(name)} has neither 'data' nor parameters.binary_data_size")
-        data = _from_json(name, dtype, raw["data"], count, limits.claim)
+        data = _from_json(name, dtype, raw["data"], count, limits)
         used = 0
     return InputTensor(name, dtype.v2, tuple(shape), data.reshape(shape)), used
 
@@ -150,31 +152,62 @@ def _shape(name: str, shape: Any, max_elements: int) -> list[int]:
     return shape
 
 
-def _from_json(name: str, dtype: datatypes.Datatype, data: Any, count: int, claim: Claim | None) -> np.ndarray:
-    flat = _flatten(data)
-    if len(flat) != count:  # before building anything from it
-        raise BadRequest(f"input {brief(name)}: {len(flat)} elements of data for a shape of {count}")
-    if claim is not None:  # the parsed JSON is charged already; this is the array built from it
-        claim.take(count * (BYTES_ELEMENT_COST if dtype.v2 == "BYTES" else dtype.numpy.itemsize),
-                   f"input {brief(name)}")
+def _from_json(name: str, dtype: datatypes.Datatype, data: Any, count: int, limits: _Limits) -> np.ndarray:
+    if limits.claim is not None:  # the parsed JSON is charged already; this is the array built from it
+        limits.claim.take(count * (BYTES_ELEMENT_COST if dtype.v2 == "BYTES" else dtype.numpy.itemsize),
+                          f"input {brief(name)}")
     if dtype.v2 == "BYTES":
-        if not all(isinstance(x, str) for x in flat):
-            raise BadRequest(f"input {brief(name)}: BYTES data in JSON must be strings")
-        array = np.empty(len(flat), dtype=object)
-        try:
-            array[:] = [x.encode() for x in flat]
-        except UnicodeEncodeError as exc:  # a lone surrogate, should a parser ever let one through
-            raise BadRequest(f"input {brief(name)}: BYTES string is not valid Unicode: {exc.reason}") from None
-    else:
-        kinds = {type(x) for x in flat}
-        allowed = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}[dtype.numpy.kind]
-        if not kinds <= allowed:
-            found = ", ".join(sorted(k.__name__ for k in kinds - allowed))
-            raise BadRequest(f"input {brief(name)}: {dtype.v2} data cannot hold JSON values of type {found}")
-        try:
-            array = np.array(flat, dtype=dtype.numpy)  # OverflowError for out-of-range ints
-        except (OverflowError, ValueError) as exc:
-            raise BadRequest(f"input {brief(name)}: {exc}") from None
+        return _strings(name, _flatten(data), count)
+    try:
+        numbers = np.asarray(data)  # nested lists of numbers in C: no work per element in Python
+    except (ValueError, OverflowError):  # ragged nesting, or an integer no numpy type holds
+        numbers = None
+    # numpy would quietly take true as 1 among numbers, and mix 2**64-1 with 0 into floats:
+    # then, or when numpy could not type the values, each value's JSON type is checked.
+    if (numbers is None or numbers.dtype.kind not in "biuf" or (limits.maybe_bools and dtype.numpy.kind != "b")
+            or (numbers.dtype.kind == "f" and dtype.numpy.kind in "iu")):
+        return _checked_numbers(name, dtype, _flatten(data), count)
+    if numbers.size != count:
+        raise BadRequest(f"input {brief(name)}: {numbers.size} elements of data for a shape of {count}")
+    if numbers.dtype.kind not in _JSON_KINDS[dtype.numpy.kind]:
+        raise BadRequest(f"input {brief(name)}: {dtype.v2} data cannot hold JSON values of type "
+                         f"{_KIND_NAMES[numbers.dtype.kind]}")
+    if numbers.dtype.kind in "iu" and dtype.numpy.kind in "iu" and numbers.size:
+        info, low, high = np.iinfo(dtype.numpy), numbers.min(), numbers.max()
+        if low < info.min or high > info.max:
+            raise BadRequest(f"input {brief(name)}: value {low if low < info.min else high} is out of range "
+                             f"for {dtype.v2}")
+    return numbers.astype(dtype.numpy, copy=False).reshape(-1)
+
+
+_JSON_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}  # numpy kinds of JSON values each type takes
+_KIND_NAMES = {"b": "bool", "i": "int", "u": "int", "f": "float"}
+
+
+def _checked_numbers(name: str, dtype: datatypes.Datatype, flat: list[Any], count: int) -> np.ndarray:
+    if len(flat) != count:
+        raise BadRequest(f"input {brief(name)}: {len(flat)} elements of data for a shape of {count}")
+    kinds = {type(x) for x in flat}
+    allowed = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}[dtype.numpy.kind]
+    if not kinds <= allowed:
+        found = ", ".join(sorted(k.__name__ for k in kinds - allowed))
+        raise BadRequest(f"input {brief(name)}: {dtype.v2} data cannot hold JSON values of type {found}")
+    try:
+        return np.array(flat, dtype=dtype.numpy)  # OverflowError for out-of-range ints
+    except (OverflowError, ValueError) as exc:
+        raise BadRequest(f"input {brief(name)}: {exc}") from None
+
+
+def _strings(name: str, flat: list[Any], count: int) -> np.ndarray:
+    if len(flat) != count:
+        raise BadRequest(f"input {brief(name)}: {len(flat)} elements of data for a shape of {count}")
+    if not all(isinstance(x, str) for x in flat):
+        raise BadRequest(f"input {brief(name)}: BYTES data in JSON must be strings")
+    array = np.empty(len(flat), dtype=object)
+    try:
+        array[:] = [x.encode() for x in flat]
+    except UnicodeEncodeError as exc:  # a lone surrogate, should a parser ever let one through
+        raise BadRequest(f"input {brief(name)}: BYTES string is not valid Unicode: {exc.reason}") from None
     return array
 
 
@@ -228,7 +261,9 @@ def encode_response(response: InferResponse, placements: dict[str, tuple[str, in
                            "outputs": outputs_json}
     if response.id is not None:
         doc["id"] = response.id
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    # orjson writes numpy arrays itself (no Python number per element); NaN and infinities,
+    # which JSON cannot carry, become null.
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
@@ -240,9 +275,9 @@ def response_cost(response: InferResponse) -> int:
                for _, array, binary in response.outputs)
 
 
-def _to_json(array: np.ndarray, v2: str) -> list[Any]:
+def _to_json(array: np.ndarray, v2: str) -> list[Any] | np.ndarray:
     flat = array.reshape(-1)
     if v2 == "BYTES":
         # JSON can only carry text; non-UTF-8 bytes need binary_data (as in Triton).
         return [x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x) for x in flat]
-    return flat.tolist()
+    return np.ascontiguousarray(flat)  # orjson serialises C-contiguous, native-order arrays

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from model_repo import check_model_name
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..core.budget import Claim
-from .codec import brief, decode_request, encode_response, parse_json_object, response_cost
 from ..core.errors import BadRequest, BinaryDataError, ClientClosedRequest, ServerNotReady, Unauthorized
+from .codec import brief, decode_request, encode_response, parse_json_object, response_cost
 from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, SETTINGS, SHM
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -24,8 +24,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(data, separators=(",", ":")), status=status,
-                        content_type="application/json")
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def _model(request: web.Request) -> tuple[str, str | None]:
@@ -189,7 +188,11 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
+    # aiohttp tries the routes under /v2/models one regex at a time, in registration order:
+    # inference, the route that carries the traffic, comes first.
     app.router.add_routes([
+        web.post(f"{model}/infer", infer),
+        web.post(f"{versioned}/infer", infer),
         web.get("/v2/health/live", live),
         web.get("/v2/health/ready", ready),
         web.get("/v2", server_metadata),
@@ -202,8 +205,6 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{versioned}/config", model_config),
         web.get(f"{model}/stats", model_stats),
         web.get(f"{versioned}/stats", model_stats),
-        web.post(f"{model}/infer", infer),
-        web.post(f"{versioned}/infer", infer),
         web.post("/v2/repository/index", repository_index),
         web.post("/v2/repository/models/{model}/load", repository_load),
         web.post("/v2/repository/models/{model}/unload", repository_unload),

@@ -48,8 +48,19 @@ def test_round_trip_with_tritonclient(datatype, binary):
 
 
 def test_json_rejects_values_that_do_not_fit():
-    for datatype, data in [("INT64", [1.5]), ("UINT8", [256]), ("BOOL", [1]), ("FP32", ["x"])]:
+    for datatype, data in [("INT64", [1.5]), ("UINT8", [256]), ("BOOL", [1]), ("FP32", ["x"]),
+                           ("INT64", [1, True]), ("FP32", [[0.5], [False]]), ("INT8", [[-129]]),
+                           ("UINT64", [-1]), ("UINT64", [2**64]), ("INT32", [None]), ("FP64", [{"a": 1}])]:
         doc = {"inputs": [{"name": "T", "shape": [1], "datatype": datatype, "data": data}]}
         with pytest.raises(Exception) as info:
             decode_request(json.dumps(doc).encode(), None, max_elements=10)
         assert getattr(info.value, "status", None) == 400, (datatype, info.value)
+
+
+def test_json_numbers_take_any_nesting_the_shape_allows():
+    for data in ([[1, 2], [3, 4]], [1, 2, 3, 4], [[1, 2], [3], [4]], [[[1]], [[2]], [[3]], [[4]]]):
+        doc = {"inputs": [{"name": "T", "shape": [2, 2], "datatype": "INT16", "data": data}]}
+        decoded = decode_request(json.dumps(doc).encode(), None, max_elements=10).inputs[0].data
+        assert decoded.dtype == np.int16 and decoded.tolist() == [[1, 2], [3, 4]]
+    doc = {"inputs": [{"name": "T", "shape": [2], "datatype": "UINT64", "data": [0, 2**64 - 1]}]}
+    assert decode_request(json.dumps(doc).encode(), None, max_elements=10).inputs[0].data.tolist() == [0, 2**64 - 1]
