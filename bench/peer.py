@@ -21,7 +21,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +28,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from serve import (  # noqa: E402  (bench/serve.py)
-    build_models,
+    bench_repository,
     request_sample,
     start_gateway,
     through_gateway,
-    tune_config,
 )
 
 
@@ -55,13 +53,8 @@ def main() -> int:
     install = find_tritonserver()
     if install is None:
         raise SystemExit("no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0")
-    work = Path(tempfile.mkdtemp(prefix="tunegate-peer-"))
-    repo_dir = args.repo or work / "repo"
-    repo_dir.mkdir(parents=True, exist_ok=True)
-    build_models(repo_dir, args.size)
-    names = args.models.split(",")
-    for name in names:
-        tune_config(repo_dir, name, args.delay_us, args.instances)
+    work, repo_dir, names = bench_repository(args.repo, "tunegate-peer-", args.size, args.models, args.delay_us,
+                                             args.instances)
     repo = Repository(repo_dir)
     write_python_view(repo, work / "view", names, intra_op_threads=args.threads)
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve import build_models, start_gateway, tune_config  # noqa: E402  (bench/serve.py)
+from serve import bench_repository, start_gateway  # noqa: E402  (bench/serve.py)
 
 PERF_ANALYZER = Path(os.environ.get("TUNEGATE_CACHE", Path.home() / ".cache/tunegate")) / "perf_analyzer/bin/perf_analyzer"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -90,13 +90,8 @@ def main() -> int:
     from model_repo import Repository
     from model_repo.triton import TritonServer, find_tritonserver, free_port, write_python_view
 
-    work = Path(tempfile.mkdtemp(prefix="tunegate-protocols-"))
-    repo_dir = args.repo or work / "repo"
-    repo_dir.mkdir(parents=True, exist_ok=True)
-    build_models(repo_dir, args.size)
-    names = args.models.split(",")
-    for name in names:
-        tune_config(repo_dir, name, args.delay_us, args.instances)
+    work, repo_dir, names = bench_repository(args.repo, "tunegate-protocols-", args.size, args.models, args.delay_us,
+                                             args.instances)
     http_port, grpc_port = free_port(), free_port()
     with contextlib.ExitStack() as stack:
         gateway = start_gateway(repo_dir, http_port, 0, None, grpc_port=grpc_port)

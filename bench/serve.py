@@ -81,6 +81,20 @@ def tune_config(repo_dir: Path, name: str, delay_us: int, instances: int) -> Non
     repo.write_config(name, config)
 
 
+def bench_repository(repo_dir: Path | None, prefix: str, size: int, models: str, delay_us: int,
+                     instances: int) -> tuple[Path, Path, list[str]]:
+    """(a scratch folder, the repository, the model names) with the models converted and their
+    config.pbtxt tuned; ``repo_dir`` reuses a repository (converted models are cached there)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    repo_dir = repo_dir or work / "repo"
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    build_models(repo_dir, size)
+    names = models.split(",")
+    for name in names:
+        tune_config(repo_dir, name, delay_us, instances)
+    return work, repo_dir, names
+
+
 def request_sample(repo, name: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """A batch-1 request for ``name`` (seeded random inputs) and its inputs' v2 datatypes."""
     from model_repo import datatypes

@@ -28,7 +28,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from protocols import cpu_seconds  # noqa: E402  (bench/protocols.py)
-from serve import build_models, request_sample, start_gateway, tune_config, wait_ready  # noqa: E402
+from serve import bench_repository, request_sample, start_gateway, wait_ready  # noqa: E402
 
 LUA = """
 wrk.method = "POST"
@@ -160,13 +159,8 @@ def main() -> int:
     from model_repo import Repository
     from model_repo.triton import TritonServer, find_tritonserver, free_port, write_python_view
 
-    work = Path(tempfile.mkdtemp(prefix="tunegate-wrk-"))
-    repo_dir = args.repo or work / "repo"
-    repo_dir.mkdir(parents=True, exist_ok=True)
-    build_models(repo_dir, args.size)
-    names = args.models.split(",")
-    for name in names:
-        tune_config(repo_dir, name, args.delay_us, args.instances)
+    work, repo_dir, names = bench_repository(args.repo, "tunegate-wrk-", args.size, args.models, args.delay_us,
+                                             args.instances)
     repo = Repository(repo_dir)
     write_python_view(repo, work / "view", names)
     cpus = sorted(os.sched_getaffinity(0))

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from model_repo import Repository, RepositoryError
 
-# The serving rule is the repository's (the CLI applies it too); re-exported for the registry.
-from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, is_pending, plan_versions  # noqa: F401
+# The serving rule is the repository's (the CLI applies it too).
+from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, is_pending
 
 from ..core.errors import BadRequest
 from .settings import LoopSettings

@@ -23,7 +23,7 @@ from model_repo import ModelConfig
 from ..core.batching import BatchPolicy
 from ..core.scheduling import BATCH_SCHEDULE
 from ..core.errors import GatewayError, LoadError
-from ..settings import RuntimeSettings, Settings
+from ..settings import RuntimeSettings
 from ..core.signature import Signature
 from .base import Runtime
 from .endpoints import EndpointPool, TritonFleet

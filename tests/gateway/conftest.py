@@ -56,18 +56,29 @@ class Server:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
+        return http_request(self.url, method, path, body, headers)
 
     def json(self, method: str, path: str, doc=None, headers=None) -> tuple[int, dict]:
-        status, _, body = self.request(method, path, None if doc is None else json.dumps(doc).encode(),
-                                       {"Content-Type": "application/json", **(headers or {})})
-        return status, json.loads(body) if body else {}
+        return http_json(self.url, method, path, doc, headers)
+
+
+def http_request(url: str, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP exchange with ``host:port``: (status, headers, body)."""
+    host, port = url.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def http_json(url: str, method: str, path: str, doc=None, headers=None) -> tuple[int, dict]:
+    status, _, body = http_request(url, method, path, None if doc is None else json.dumps(doc).encode(),
+                                   {"Content-Type": "application/json", **(headers or {})})
+    return status, json.loads(body) if body else {}
 
 
 @contextlib.contextmanager

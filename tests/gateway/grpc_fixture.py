@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import http.client
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,18 +24,9 @@ from model_repo import Repository, TensorSpec, make_config
 from model_repo.triton import free_port
 
 from . import loop_models, models
-from .conftest import build_repository, make_settings, wait_for
+from .models import DATATYPE_CASES as CASES
+from .conftest import build_repository, http_json, http_request, make_settings, wait_for
 
-# Every v2 datatype numpy holds, as tests/gateway/test_gateway_codec.py covers them.
-CASES = {
-    "BOOL": np.array([[True, False, True]]), "UINT8": np.array([[0, 7, 255]], np.uint8),
-    "UINT16": np.array([[0, 65535, 3]], np.uint16), "UINT32": np.array([[1, 2**32 - 1, 0]], np.uint32),
-    "UINT64": np.array([[1, 2**64 - 1, 0]], np.uint64), "INT8": np.array([[-128, 0, 127]], np.int8),
-    "INT16": np.array([[-3, 0, 3]], np.int16), "INT32": np.array([[-(2**31), 0, 5]], np.int32),
-    "INT64": np.array([[-(2**63), 0, 2**62]], np.int64), "FP16": np.array([[0.5, -1.25, 65504]], np.float16),
-    "FP32": np.array([[0.1, -2.5, 3e38]], np.float32), "FP64": np.array([[0.1, -2.5, 1e300]], np.float64),
-    "BYTES": np.array([[b"", b"\x00\xffraw", "héllo".encode()]], dtype=object),
-}
 # What an onnxruntime model can echo: its string tensors hold UTF-8 text only.
 ECHO_CASES = {**CASES, "BYTES": np.array([[b"", b"raw", "h\xe9llo".encode()]], dtype=object)}
 _ONNX_TYPES = {"BOOL": TensorProto.BOOL, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
@@ -91,19 +80,10 @@ class Both:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        host, port = self.http_url.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
+        return http_request(self.http_url, method, path, body, headers)
 
     def json(self, method: str, path: str, doc=None, headers=None) -> tuple[int, dict]:
-        status, _, body = self.request(method, path, None if doc is None else json.dumps(doc).encode(),
-                                       {"Content-Type": "application/json", **(headers or {})})
-        return status, json.loads(body) if body else {}
+        return http_json(self.http_url, method, path, doc, headers)
 
 
 @contextlib.contextmanager

@@ -12,15 +12,7 @@ from tritonclient.http._utils import _get_inference_request
 from gateway.core.types import InferResponse
 from gateway.http.codec import decode_request, encode_response
 
-CASES = {
-    "BOOL": np.array([[True, False, True]]), "UINT8": np.array([[0, 7, 255]], np.uint8),
-    "UINT16": np.array([[0, 65535, 3]], np.uint16), "UINT32": np.array([[1, 2**32 - 1, 0]], np.uint32),
-    "UINT64": np.array([[1, 2**64 - 1, 0]], np.uint64), "INT8": np.array([[-128, 0, 127]], np.int8),
-    "INT16": np.array([[-3, 0, 3]], np.int16), "INT32": np.array([[-(2**31), 0, 5]], np.int32),
-    "INT64": np.array([[-(2**63), 0, 2**62]], np.int64), "FP16": np.array([[0.5, -1.25, 65504]], np.float16),
-    "FP32": np.array([[0.1, -2.5, 3e38]], np.float32), "FP64": np.array([[0.1, -2.5, 1e300]], np.float64),
-    "BYTES": np.array([[b"", b"\x00\xffraw", "héllo".encode()]], dtype=object),
-}
+from .models import DATATYPE_CASES as CASES
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
