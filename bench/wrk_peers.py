@@ -82,7 +82,7 @@ def wrk(url: str, model: str, body: tuple[Path, str, str], concurrency: int, sec
     path, content_type, extra = body
     script.write_text(LUA.format(body=path, content_type=content_type, extra=extra))
     threads = max(1, min(concurrency, len(cpus) if cpus else 1))
-    command = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "-s", str(script),
+    command = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s", "-s", str(script),
                f"http://{url}/v2/models/{model}/infer"]
     if cpus:
         command = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] + command

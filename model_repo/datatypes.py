@@ -45,6 +45,7 @@ DATATYPES: tuple[Datatype, ...] = (
 BY_V2 = {d.v2: d for d in DATATYPES}
 BY_CONFIG = {d.config: d for d in DATATYPES}
 BY_ONNX = {d.onnx: d for d in DATATYPES}
+BY_NUMPY = {d.numpy: d for d in DATATYPES}
 
 
 def from_v2(name: object) -> Datatype:
@@ -56,10 +57,13 @@ def from_v2(name: object) -> Datatype:
 
 
 def from_numpy(dtype: np.dtype) -> Datatype:
+    found = BY_NUMPY.get(dtype)  # every response asks, per output: one lookup
+    if found is not None:
+        return found
     dtype = np.dtype(dtype)
     if dtype.kind in "OSU":
         return BY_V2["BYTES"]
-    for d in DATATYPES:
+    for d in DATATYPES:  # e.g. a scalar type such as np.float32 rather than its dtype
         if d.numpy == dtype:
             return d
     raise ValueError(f"numpy dtype {dtype} has no KServe v2 datatype")

@@ -133,6 +133,8 @@ class InferenceError(GatewayError):
 def brief(value: Any) -> str:
     """A client's value in a message: repr, but bounded in length and depth (a 5000-deep
     list would make plain repr raise RecursionError)."""
+    if isinstance(value, str) and len(value) <= 64:  # names, on every request: the cheap way
+        return repr(value)
     shown = reprlib.Repr()
     shown.maxlevel, shown.maxstring, shown.maxother = 2, 64, 64
     return shown.repr(value)

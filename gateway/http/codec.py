@@ -53,8 +53,9 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
     inputs: list[InputTensor] = []
     offset = 0
     seen: set[str] = set()
+    limits = _Limits(max_elements, spec, claim, shm, maybe_bools)
     for raw in raw_inputs:
-        tensor, used = _decode_input(raw, binary, offset, _Limits(max_elements, spec, claim, shm, maybe_bools))
+        tensor, used = _decode_input(raw, binary, offset, limits)
         if tensor.name in seen:
             raise BadRequest(f"input {brief(tensor.name)} appears twice")
         seen.add(tensor.name)
