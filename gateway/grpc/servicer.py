@@ -3,7 +3,7 @@
 
 Errors are answered in one place (:func:`rpc` and ``errors.status_of``); a streamed infer's
 error goes in that answer's ``error_message`` and the stream goes on, as in Triton. The
-shared-memory, trace and log RPCs answer UNIMPLEMENTED: those features are not here.
+CUDA shared-memory, trace and log RPCs answer UNIMPLEMENTED: those features are not here.
 """
 
 from __future__ import annotations
