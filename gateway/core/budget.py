@@ -32,8 +32,14 @@ JSON_OUTPUT_ELEMENT_COST = 32  # the text orjson writes per element, at most (a 
 def json_cost(text: bytes | memoryview) -> int:
     """An upper estimate of the memory ``orjson.loads(text)`` allocates."""
     raw = text if isinstance(text, bytes) else bytes(text)
-    return (_JSON_PER_BYTE * len(raw) + _JSON_PER_LIST * raw.count(b"[")
-            + _JSON_PER_DICT * raw.count(b"{") + _JSON_PER_QUOTE * raw.count(b'"'))
+    # One pass keeps the bytes that open objects, then the counts run over what is left
+    # (three bytes.count passes cost three times as much on a numeric body).
+    opening = raw.translate(None, _NOT_OPENING)
+    return (_JSON_PER_BYTE * len(raw) + _JSON_PER_LIST * opening.count(b"[")
+            + _JSON_PER_DICT * opening.count(b"{") + _JSON_PER_QUOTE * opening.count(b'"'))
+
+
+_NOT_OPENING = bytes(b for b in range(256) if b not in b'[{"')
 
 
 class MemoryBudget:
