@@ -29,6 +29,7 @@ from .core.metrics import build_registry
 from .core.registry import Registry, RuntimeFactory
 from .core.shm import SharedMemoryRegions
 from .core.stats import StatsBook
+from .core.types import RequestIds
 from .loop.wiring import Loop
 from .runtime.endpoints import TritonFleet
 from .runtime.factory import runtime_factory as default_runtime_factory
@@ -49,6 +50,7 @@ class Gateway:
     metrics: CollectorRegistry
     loop: Loop
     shm: SharedMemoryRegions  # Triton's system shared-memory regions (off unless allowed)
+    request_ids: RequestIds  # ids for requests that came without one, on every front end
 
     @classmethod
     def build(cls, settings: Settings, *, metrics_registry: CollectorRegistry | None = None,
@@ -69,7 +71,7 @@ class Gateway:
         shm = SharedMemoryRegions(settings.allow_shared_memory)
         if settings.allow_shared_memory:
             dataplane.extensions.append("system_shared_memory")
-        return cls(settings, repo, book, fleet, registry, dataplane, budget, metrics, loop, shm)
+        return cls(settings, repo, book, fleet, registry, dataplane, budget, metrics, loop, shm, RequestIds())
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:

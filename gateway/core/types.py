@@ -4,6 +4,8 @@ encodes from, and what the core (DataPlane, batcher, loop observers) works on.""
 from __future__ import annotations
 
 import contextvars
+import itertools
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -12,6 +14,18 @@ import numpy as np
 # The id the client sees for the request being handled (X-Request-ID over HTTP, the request
 # id or metadata over gRPC), set by the front end, so a captured infer can be labelled later.
 REQUEST_ID = contextvars.ContextVar[str | None]("tunegate_request_id", default=None)
+
+
+class RequestIds:
+    """Ids for requests that came without one: a random per-process prefix and a counter
+    (unique like a uuid4, without a call into the kernel's random source per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 @dataclass

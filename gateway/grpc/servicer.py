@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from model_repo import check_model_name
+from prometheus_client import Counter
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -44,6 +45,7 @@ def rpc(method: Method) -> Method:
             raise
         except Exception as exc:
             code, message = status_of(exc, method.__name__)
+            self.errors.labels(code.name).inc()
             await context.abort(code, message)
 
     return handler
@@ -65,6 +67,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.gateway = gateway
         self.settings = gateway.settings
         self.dataplane = gateway.dataplane
+        self.errors = Counter("tunegate_grpc_errors", "gRPC calls answered with an error status, by code",
+                              ["code"], registry=gateway.metrics)
 
     # ------------------------------------------------------------ health
     @rpc
@@ -114,8 +118,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._infer(request)
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        # Request capture files the inputs under this id, so feedback can name it (over HTTP too).
-        token = REQUEST_ID.set(request.id or None)
+        # Request capture files the inputs under this id; a request without one gets the
+        # gateway's next, and its answer carries it, so it can be labelled later too.
+        request_id = request.id or self.gateway.request_ids.next()
+        token = REQUEST_ID.set(request_id)
         try:
             model, version = _model(request.model_name, request.model_version)
             spec = self.dataplane.input_spec(model, version)  # NOT_FOUND/UNAVAILABLE before decoding
@@ -132,7 +138,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 claim.take(cost, "the response")
                 placements = {o.name: o.shared_memory for o in parsed.outputs or () if o.shared_memory}
                 encode = functools.partial(encode_response, result, placements, shm)
-                return await asyncio.to_thread(encode) if cost >= self.settings.codec_offload_bytes else encode()
+                answer = await asyncio.to_thread(encode) if cost >= self.settings.codec_offload_bytes else encode()
+                answer.id = request_id
+                return answer
         finally:
             REQUEST_ID.reset(token)
 
@@ -147,6 +155,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 answers.put_nowait(pb.ModelStreamInferResponse(infer_response=await self._infer(request)))
             except Exception as exc:
                 code, message = status_of(exc, "ModelStreamInfer")
+                self.errors.labels(code.name).inc()
                 answers.put_nowait(pb.ModelStreamInferResponse(
                     error_message=message, infer_response=pb.ModelInferResponse(
                         model_name=request.model_name, model_version=request.model_version, id=request.id)))

@@ -9,9 +9,7 @@ exit timeout (the runner's ``shutdown_timeout``), and only then are sessions clo
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -22,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 from ..core.errors import GatewayError
 from ..core.registry import RuntimeFactory
 from ..core.types import REQUEST_ID as REQUEST_ID_VAR
+from ..core.types import RequestIds
 from ..server import Gateway
 from ..settings import Settings
 from .keys import BUDGET, CANARY, DATAPLANE, FEEDBACK, GATEWAY, JOBS, METRICS_REGISTRY, REGISTRY, SETTINGS, SHM, STATS
@@ -43,20 +42,16 @@ class AccessLogger(AbstractAccessLogger):
                          response.headers.get(REQUEST_ID, "-"))
 
 
-def request_middleware(errors: Counter) -> Middleware:
+def request_middleware(errors: Counter, ids: RequestIds) -> Middleware:
     """Every request gets an id and every error becomes ``{"error": msg}`` with its status.
 
-    The id is the client's X-Request-ID echoed, or a random per-process prefix and a
-    counter (unique like a uuid4, without a call into the kernel's random source per
-    request). One middleware rather than two: each layer costs every request a coroutine.
+    The id is the client's X-Request-ID echoed, or the gateway's next one (shared with gRPC).
+    One middleware rather than two: each layer costs every request a coroutine.
     Error answers are counted by status (``tunegate_http_errors_total``).
     """
-    prefix = secrets.token_hex(8)
-    counter = itertools.count(1)
-
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
-        request_id = request.headers.get(REQUEST_ID) or f"{prefix}{next(counter):016x}"
+        request_id = request.headers.get(REQUEST_ID) or ids.next()
         request_id = request_id[:128]  # a client's id is echoed, but not an unbounded one
         token = REQUEST_ID_VAR.set(request_id)  # request capture files the inputs under it
         try:
@@ -102,7 +97,7 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
     errors = Counter("tunegate_http_errors", "HTTP answers with an error status, by status", ["status"],
                      registry=gateway.metrics)
     app = web.Application(client_max_size=int(settings.max_body_bytes),
-                          middlewares=[request_middleware(errors)])
+                          middlewares=[request_middleware(errors, gateway.request_ids)])
     app[GATEWAY] = gateway
     app[SETTINGS] = settings
     app[STATS] = gateway.book

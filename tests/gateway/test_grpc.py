@@ -232,6 +232,18 @@ def test_errors_have_their_codes_and_the_server_keeps_answering(client):
     assert client.infer("mlp", x).as_numpy("OUT").shape == (2, 3)
 
 
+def test_grpc_errors_are_counted_by_code(both, client):
+    def counted(code: str) -> float:
+        _, _, raw = both.request("GET", "/metrics")
+        line = next((x for x in raw.decode().splitlines()
+                     if x.startswith("tunegate_grpc_errors_total") and f'code="{code}"' in x), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    before = counted("NOT_FOUND")
+    _code(lambda: client.infer("no_such_model", _inputs(grpcclient, _mlp_x())))
+    assert counted("NOT_FOUND") == before + 1
+
+
 def test_a_message_over_the_body_limit_is_refused(client):
     big = {"X": (np.ones((1 << 17, 4), np.float32), "FP32")}  # 2 MiB, the limit is 1 MiB
     status, _ = _code(lambda: client.infer("mlp", _inputs(grpcclient, big)))
@@ -272,6 +284,17 @@ def test_a_grpc_infer_is_labelled_later_over_http(both, client):
     stored = read_feedback(feedback_dir(both.gateway.repo.root, "clf"))
     assert stored.labels.tolist()[-1:] == [1]
     np.testing.assert_array_equal(stored.inputs["X"][-1:], x)
+
+
+def test_a_grpc_infer_without_an_id_gets_one_it_can_be_labelled_by(both, client):
+    x = np.array([[0.0, 0.0, 7.0, 0.0]], np.float32)  # class 2
+    given = client.infer("clf", _inputs(grpcclient, {"X": (x, "FP32")})).get_response().id
+    assert given
+    doc = {"parameters": {"request_id": given},
+           "inputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [2]}]}
+    status, body = both.json("POST", "/v2/models/clf/feedback", doc, KEY)
+    assert status == 200, body
+    assert client.infer("clf", _inputs(grpcclient, {"X": (x, "FP32")}), request_id="mine").get_response().id == "mine"
 
 
 def test_requests_from_both_protocols_at_once(both):
