@@ -6,13 +6,40 @@ its little-endian numpy layout. Nothing is allocated beyond what the bytes can f
 
 from __future__ import annotations
 
+import math
 import struct
+from typing import Any
 
 import numpy as np
 from model_repo import datatypes
 
 from .budget import BYTES_ELEMENT_COST, Claim
-from .errors import BinaryDataError, brief
+from .errors import BadRequest, BinaryDataError, brief
+from .types import InputSpec
+
+MAX_DIMS = 64  # numpy's limit on dimensions
+
+
+def check_header(name: str, datatype: Any, shape: Any, max_elements: int,
+                 spec: InputSpec | None) -> tuple[datatypes.Datatype, list[int], int]:
+    """(datatype, shape, element count) of an input whose header every front end reads:
+    a known datatype, a shape numpy can build (at most 64 dimensions, each an integer from
+    0 to ``max_elements``), what ``spec`` allows, and no more than ``max_elements``
+    elements; checked before any of its data is decoded."""
+    try:
+        dtype = datatypes.from_v2(datatype)
+    except ValueError as exc:
+        raise BadRequest(f"input {brief(name)}: {exc}") from None
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= max_elements for d in shape)):
+        raise BadRequest(f"input {brief(name)}: 'shape' must be a list of at most {MAX_DIMS} integers from 0 to "
+                         f"{max_elements}, got {brief(shape)}")
+    if spec is not None:
+        spec.check_input(name, dtype.v2, shape)
+    count = math.prod(shape)
+    if count > max_elements:
+        raise BadRequest(f"input {brief(name)}: {count} elements exceed the limit of {max_elements}")
+    return dtype, shape, count
 
 
 def from_raw(name: str, dtype: datatypes.Datatype, chunk: memoryview, count: int,

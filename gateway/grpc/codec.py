@@ -11,7 +11,6 @@ what decoding allocates is charged to the request's ``Claim``. Answers always ca
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +21,9 @@ from tritonclient.grpc import service_pb2 as pb
 from ..core.budget import BYTES_ELEMENT_COST, Claim
 from ..core.errors import BadRequest, BinaryDataError, brief
 from ..core.shm import SharedMemoryRegions, output_placement, read_input, write_output
-from ..core.tensors import from_raw, to_raw
+from ..core.tensors import check_header, from_raw, to_raw
 from ..core.types import InferRequest, InferResponse, InputSpec, InputTensor, OutputRequest
 
-MAX_DIMS = 64  # numpy's limit on dimensions, as over HTTP
 
 # The typed field that carries each datatype and that field's own element type (FP16 has
 # none in the protocol: raw only).
@@ -82,19 +80,7 @@ def parameters(entries: Any) -> dict[str, Any]:
 def _decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None,
                   limits: _Limits) -> InputTensor:
     name = tensor.name
-    try:
-        dtype = datatypes.from_v2(tensor.datatype)
-    except ValueError as exc:
-        raise BadRequest(f"input {brief(name)}: {exc}") from None
-    shape = list(tensor.shape)
-    if len(shape) > MAX_DIMS or not all(0 <= d <= limits.max_elements for d in shape):
-        raise BadRequest(f"input {brief(name)}: 'shape' must be at most {MAX_DIMS} integers from 0 to "
-                         f"{limits.max_elements}, got {brief(shape)}")
-    if limits.spec is not None:
-        limits.spec.check_input(name, dtype.v2, shape)
-    count = math.prod(shape)
-    if count > limits.max_elements:
-        raise BadRequest(f"input {brief(name)}: {count} elements exceed the limit of {limits.max_elements}")
+    dtype, shape, count = check_header(name, tensor.datatype, list(tensor.shape), limits.max_elements, limits.spec)
     options = parameters(tensor.parameters)
     if options.get("shared_memory_region") is not None:
         if raw or tensor.HasField("contents"):

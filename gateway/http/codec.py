@@ -10,7 +10,6 @@ framing for outputs asked for in binary (``binary_data`` per output, or
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +20,11 @@ from model_repo import datatypes
 from ..core.budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost
 from ..core.errors import BadRequest, BinaryDataError, brief
 from ..core.shm import SharedMemoryRegions, output_placement, read_input, write_output
-from ..core.tensors import from_raw, to_raw
+from ..core.tensors import check_header, from_raw, to_raw
 from ..core.types import InferRequest, InferResponse, InputSpec, InputTensor, OutputRequest
 
 
 # ------------------------------------------------------------------ requests
-MAX_DIMS = 64  # numpy's limit on dimensions
-
-
 def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
                    spec: InputSpec | None = None, claim: Claim | None = None,
                    shm: SharedMemoryRegions | None = None) -> InferRequest:
@@ -113,16 +109,8 @@ def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) ->
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise BadRequest("each input needs a 'name' string")
     name = raw["name"]
-    try:
-        dtype = datatypes.from_v2(raw.get("datatype"))
-    except ValueError as exc:
-        raise BadRequest(f"input {brief(name)}: {exc}") from None
-    shape = _shape(name, raw.get("shape"), limits.max_elements)
-    if limits.spec is not None:
-        limits.spec.check_input(name, dtype.v2, shape)
-    count = math.prod(shape)
-    if count > limits.max_elements:
-        raise BadRequest(f"input {brief(name)}: {count} elements exceed the limit of {limits.max_elements}")
+    dtype, shape, count = check_header(name, raw.get("datatype"), raw.get("shape"), limits.max_elements,
+                                       limits.spec)
     params = _parameters(raw, f"input {brief(name)}")
     size = params.get("binary_data_size")
     if params.get("shared_memory_region") is not None:
@@ -142,15 +130,6 @@ def _decode_input(raw: Any, binary: memoryview, offset: int, limits: _Limits) ->
         data = _from_json(name, dtype, raw["data"], count, limits)
         used = 0
     return InputTensor(name, dtype.v2, tuple(shape), data.reshape(shape)), used
-
-
-def _shape(name: str, shape: Any, max_elements: int) -> list[int]:
-    """A shape numpy can build: at most 64 dimensions, each an integer from 0 to max_elements."""
-    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= max_elements for d in shape)):
-        raise BadRequest(f"input {brief(name)}: 'shape' must be a list of at most {MAX_DIMS} integers from 0 to "
-                         f"{max_elements}, got {brief(shape)}")
-    return shape
 
 
 def _from_json(name: str, dtype: datatypes.Datatype, data: Any, count: int, limits: _Limits) -> np.ndarray:
