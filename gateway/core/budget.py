@@ -29,13 +29,12 @@ BYTES_ELEMENT_COST = 8 + 33  # an object array slot and an empty bytes object, p
 JSON_OUTPUT_ELEMENT_COST = 32  # the text orjson writes per element, at most (a float64 and a comma)
 
 
-def json_cost(text: bytes | memoryview) -> int:
+def json_cost(text: bytes) -> int:
     """An upper estimate of the memory ``orjson.loads(text)`` allocates."""
-    raw = text if isinstance(text, bytes) else bytes(text)
     # One pass keeps the bytes that open objects, then the counts run over what is left
     # (three bytes.count passes cost three times as much on a numeric body).
-    opening = raw.translate(None, _NOT_OPENING)
-    return (_JSON_PER_BYTE * len(raw) + _JSON_PER_LIST * opening.count(b"[")
+    opening = text.translate(None, _NOT_OPENING)
+    return (_JSON_PER_BYTE * len(text) + _JSON_PER_LIST * opening.count(b"[")
             + _JSON_PER_DICT * opening.count(b"{") + _JSON_PER_QUOTE * opening.count(b'"'))
 
 

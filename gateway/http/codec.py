@@ -36,11 +36,9 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
         if header_length <= 0 or header_length > len(body):
             raise BinaryDataError(f"Inference-Header-Content-Length {header_length} is outside the "
                                   f"body of {len(body)} bytes")
-        view = memoryview(body)
-        header, binary = view[:header_length], view[header_length:]
+        header, binary = body[:header_length], memoryview(body)[header_length:]  # the header alone is copied
     doc = parse_json_object(header, "request header", claim)
-    text = header if isinstance(header, bytes) else bytes(header)
-    maybe_bools = b"true" in text or b"false" in text
+    maybe_bools = b"true" in header or b"false" in header
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("request needs a non-empty 'inputs' list")
@@ -73,7 +71,7 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
                         parameters=parameters)
 
 
-def parse_json_object(text: bytes | memoryview, what: str, claim: Claim | None = None) -> dict[str, Any]:
+def parse_json_object(text: bytes, what: str, claim: Claim | None = None) -> dict[str, Any]:
     """A JSON object from a client. orjson refuses nesting deeper than 1024 (the standard
     library would raise RecursionError), lone surrogates, NaN and Infinity."""
     if claim is not None:

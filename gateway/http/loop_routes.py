@@ -3,28 +3,21 @@ every route needs the API key when one is configured."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-
 from aiohttp import web
 
-from .codec import decode_request
-from .keys import BUDGET, CANARY, FEEDBACK, JOBS, SETTINGS
-from .routes import _header_length, _json, _model, protected, read_body
+from .keys import BUDGET, CANARY, FEEDBACK, JOBS
+from .routes import _header_length, _json, _model, protected, read_request
 
 
 @protected
 async def feedback(request: web.Request) -> web.Response:
     model, _ = _model(request)
     header_length = _header_length(request)
-    service, settings = request.app[FEEDBACK], request.app[SETTINGS]
+    service = request.app[FEEDBACK]
     spec = service.input_spec(model)  # 404/503/400 before reading a body for nothing
     with request.app[BUDGET].claim() as claim:
-        body = await read_body(request, claim)
-        decode = functools.partial(decode_request, body, header_length, max_elements=settings.max_elements,
-                                   spec=spec, claim=claim)
-        parsed = await asyncio.to_thread(decode) if len(body) >= settings.codec_offload_bytes else decode()
-        return _json(await service.submit(model, parsed, len(body)))
+        parsed, size = await read_request(request, header_length, spec, claim)
+        return _json(await service.submit(model, parsed, size))
 
 
 @protected

@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..core.budget import Claim
 from ..core.errors import BadRequest, BinaryDataError, ClientClosedRequest, ServerNotReady, Unauthorized
+from ..core.shm import SharedMemoryRegions
+from ..core.types import InferRequest, InputSpec
 from .codec import brief, decode_request, encode_response, parse_json_object, response_cost
 from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, SETTINGS, SHM
 
@@ -57,6 +59,18 @@ async def read_body(request: web.Request, claim: Claim) -> bytes:
         raise ClientClosedRequest("the client closed the connection before sending the whole body") from None
     claim.shrink_to(2 * len(body))
     return body
+
+
+async def read_request(request: web.Request, header_length: int | None, spec: InputSpec, claim: Claim,
+                       shm: SharedMemoryRegions | None = None) -> tuple[InferRequest, int]:
+    """An inference-shaped body (infer, feedback) read and decoded under ``claim``, and its
+    size. Large bodies are decoded in a thread so one big JSON request never stalls the loop."""
+    settings = request.app[SETTINGS]
+    body = await read_body(request, claim)
+    decode = functools.partial(decode_request, body, header_length, max_elements=settings.max_elements,
+                               spec=spec, claim=claim, shm=shm)
+    parsed = await asyncio.to_thread(decode) if len(body) >= settings.codec_offload_bytes else decode()
+    return parsed, len(body)
 
 
 def _api_key(request: web.Request, header: str) -> bytes:
@@ -124,13 +138,9 @@ async def infer(request: web.Request) -> web.Response:
     header_length = _header_length(request)
     spec = dataplane.input_spec(model, version)  # 404/503 before reading a body for nothing
     with request.app[BUDGET].claim() as claim:
-        body = await read_body(request, claim)
-        # Large bodies are decoded in a thread so one big JSON request never stalls the loop.
-        offload = len(body) >= settings.codec_offload_bytes
         shm = request.app[SHM]
-        decode = functools.partial(decode_request, body, header_length, max_elements=settings.max_elements,
-                                   spec=spec, claim=claim, shm=shm)
-        parsed = await asyncio.to_thread(decode) if offload else decode()
+        parsed, size = await read_request(request, header_length, spec, claim, shm)
+        offload = size >= settings.codec_offload_bytes
         result = await dataplane.infer(model, version, parsed)
         claim.take(response_cost(result), "the response")
         placements = {o.name: o.shared_memory for o in parsed.outputs or () if o.shared_memory}
