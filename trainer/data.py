@@ -12,7 +12,7 @@ records the same lineage.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,11 +104,15 @@ def _load_file(path: Path, features: Sequence[str] | None, label: str | None) ->
     raise DataError(f"{path}: unsupported data format {suffix!r} (use .npz, .csv, .parquet or a feedback store)")
 
 
+def npz_names(arrays: Collection[str], features: Sequence[str] | None, label: str | None) -> tuple[list[str], str]:
+    """The feature arrays and the label array an .npz holding ``arrays`` is read by."""
+    return list(features or ["x"]), label or ("label" if "label" in arrays else "y")
+
+
 def _load_npz(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
         keys = set(npz.files)
-        label = label or ("label" if "label" in keys else "y")
-        names = list(features or ["x"])
+        names, label = npz_names(keys, features, label)
         missing = [k for k in [*names, label] if k not in keys]
         if missing:
             raise DataError(f"{path}: no array named {missing} (it has {sorted(keys)})")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import FEEDBACK_SCHEME
+from .data import FEEDBACK_SCHEME, npz_names
 from .errors import DataError
 
 _TABLES = (".csv", ".parquet", ".pq")
@@ -95,8 +95,7 @@ def npz_arrays(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 
 def _check_npz(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[int, ...] | None:
     arrays = npz_arrays(path)
-    label = label or ("label" if "label" in arrays else "y")
-    names = list(features or ["x"])
+    names, label = npz_names(arrays, features, label)
     missing = [n for n in [*names, label] if n not in arrays]
     if missing:
         found = ", ".join(f"{n!r} {_shape(s)} {d}" for n, (s, d) in arrays.items()) or "no arrays"
