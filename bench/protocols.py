@@ -34,18 +34,25 @@ PERF_ANALYZER = Path(os.environ.get("TUNEGATE_CACHE", Path.home() / ".cache/tune
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int, group: bool = False) -> float:
-    """User + system CPU of ``pid`` (all its threads), or with ``group`` of every process in
-    its process group (tritonserver's Python-backend stubs are processes of their own)."""
-    total = 0
+def process_stats(pid: int, group: bool = False) -> list[list[str]]:
+    """The /proc stat fields (after the command name) of ``pid``, or with ``group`` of every
+    process in its process group (tritonserver's Python-backend stubs are processes of their
+    own); field 0 is the pid."""
+    found = []
     for stat in (Path("/proc").glob("[0-9]*/stat") if group else [Path(f"/proc/{pid}/stat")]):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
+            head, tail = stat.read_text().rsplit(")", 1)
+        except (OSError, ValueError):  # gone meanwhile
             continue
-        if not group or int(fields[2]) == pid:  # field 5, pgrp
-            total += int(fields[11]) + int(fields[12])  # fields 14 and 15, utime and stime
-    return total / TICKS
+        fields = [head.split(" ", 1)[0], *tail.split()]
+        if not group or int(fields[3]) == pid:  # pgrp
+            found.append(fields)
+    return found
+
+
+def cpu_seconds(pid: int, group: bool = False) -> float:
+    """User + system CPU of ``pid`` (all its threads), or of its process group."""
+    return sum(int(f[12]) + int(f[13]) for f in process_stats(pid, group)) / TICKS  # utime, stime
 
 
 def answered(http_url: str, model: str) -> int:

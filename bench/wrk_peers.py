@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from protocols import cpu_seconds  # noqa: E402  (bench/protocols.py)
+from protocols import cpu_seconds, process_stats  # noqa: E402  (bench/protocols.py)
 from serve import bench_repository, request_sample, start_gateway, wait_ready  # noqa: E402
 
 LUA = """
@@ -96,14 +96,10 @@ def wrk(url: str, model: str, body: tuple[Path, str, str], concurrency: int, sec
 
 def pin_tree(pid: int, cpus: set[int], group: bool) -> None:
     """Every thread of ``pid`` (or of its process group) on ``cpus``."""
-    for stat in (Path("/proc").glob("[0-9]*/stat") if group else [Path(f"/proc/{pid}/stat")]):
-        try:
-            if group and int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pid:
-                continue
-            for task in (stat.parent / "task").iterdir():
+    for fields in process_stats(pid, group):
+        for task in Path(f"/proc/{fields[0]}/task").glob("*"):
+            with contextlib.suppress(OSError):  # a thread gone meanwhile
                 os.sched_setaffinity(int(task.name), cpus)
-        except (OSError, ValueError):
-            continue
 
 
 def reply_of(url: str, model: str, body: tuple[Path, str, str], work: Path) -> tuple[Path, int | None]:
