@@ -1,32 +1,37 @@
-"""Request capture: the inputs of recent infer requests, so feedback can send only a label.
+"""Request capture: the inputs of recent infer requests, so feedback can send only a label,
+through any gateway process or replica over the same repository.
 
-Per model, bounded by count and bytes, kept in memory and appended to a log on disk
-(``<repo>/<model>/.capture/seg-NNNNNNNN.cap``; hidden, so Triton and the version scan
-ignore it). Segments rotate at half the byte budget and only the two newest are kept, so
-the disk holds at most about ``capture_max_bytes`` per model. A restarted gateway reads
-them back: a label can arrive after a restart.
+Per model and per gateway instance (one process incarnation), bounded by count and bytes,
+kept in memory and appended to the instance's own log on disk (``gateway.loop.capture_log``
+has the layout). Segments rotate at half the budget (bytes or requests) and only the two
+newest are kept; the captures of a rotated-out segment leave memory too, so what one
+instance can label is what is on disk, and the disk holds at most about
+``capture_max_bytes`` per live instance. Each instance removes the directories of the others
+that were last written more than ``stale_after`` seconds ago (an hour by default: a dead
+instance's captures stay labellable that long after it stopped, and the disk per model is the
+live instances' budgets plus those of the instances that stopped in the last hour).
+
+A label that names a request this instance did not capture (another process or replica, or
+this process before a restart) is looked up in the others' segments through an incremental
+index (``gateway.loop.capture_index``). A request is labelled once across every process and
+restart: the label is claimed with an exclusive-create file beside the capture's segment
+(:meth:`CaptureStore.claim`), released when storing the feedback fails so a retry works.
 
 Writes are flushed to the OS but not fsynced: a gateway crash loses nothing, a power cut
-may lose the last captures; fsyncing every inference would put a disk flush on the hot
-path. All of a store's work (disk and memory) runs on one worker thread, in order, so the
-event loop never waits for it and the store needs no lock.
+may lose the last captures; fsyncing every inference would put a disk flush per request on
+the capture thread. All of a store's work (disk and memory) runs on one worker thread, in
+order, so the event loop never waits for it and the store needs no lock.
 
-Feedback that names a captured request reads it with :meth:`CaptureStore.peek` and forgets
-it only after its record is stored, so a feedback that fails leaves the capture for a retry.
 A model that does not batch is captured as one example (a leading axis of 1).
-
-Record: ``u32 length | u32 crc32 | payload``; payload: ``u32 header length | header JSON
-({"id", "version", "predicted"}) | .npz of the inputs``.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import re
-import struct
-import zlib
+import os
+import secrets
+import socket
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,26 +39,25 @@ from pathlib import Path
 import numpy as np
 from model_repo import datatypes
 
-from ..core.errors import BadRequest
+from ..core.errors import BadRequest, Conflict
 from ..core.signature import Signature
+from . import capture_log
+from .capture_index import CaptureIndex
+from .capture_log import Captured, check_instance
+
+__all__ = ["CAPTURE_DIR", "STALE_AFTER_SECONDS", "Captured", "CaptureStore", "Found", "captured_feeds",
+           "new_instance_id", "predicted_classes"]
 
 log = logging.getLogger("tunegate.capture")
 
 CAPTURE_DIR = ".capture"
-_SEGMENT_RE = re.compile(r"^seg-(\d{8})\.cap$")
-_HEADER = struct.Struct("<II")
+STALE_AFTER_SECONDS = 3600.0
 
 
-@dataclass
-class Captured:
-    version: int
-    inputs: dict[str, np.ndarray]
-    predicted: np.ndarray | None  # class per row when the first output is a score matrix
-    nbytes: int
-
-    @property
-    def rows(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
+def new_instance_id() -> str:
+    """An id for this process incarnation: host, pid and a random part (a pid is reused)."""
+    host = "".join(c if c.isalnum() or c in "._-" else "_" for c in socket.gethostname())[:60] or "host"
+    return check_instance(f"{host.lstrip('._-') or 'host'}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def captured_feeds(signature: Signature, item: Captured) -> dict[str, np.ndarray]:
@@ -87,104 +91,137 @@ def predicted_classes(outputs: dict[str, np.ndarray], output_names: list[str]) -
     return np.argmax(first, axis=1)
 
 
-def _encode(request_id: str, item: Captured) -> bytes:
-    header = json.dumps({"id": request_id, "version": item.version,
-                         "predicted": None if item.predicted is None else item.predicted.tolist()}).encode()
-    blob = io.BytesIO()
-    np.savez(blob, **item.inputs)
-    payload = struct.pack("<I", len(header)) + header + blob.getvalue()
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _decode(payload: bytes) -> tuple[str, Captured]:
-    (n,) = struct.unpack_from("<I", payload, 0)
-    header = json.loads(payload[4:4 + n])
-    with np.load(io.BytesIO(payload[4 + n:]), allow_pickle=False) as npz:
-        inputs = {k: npz[k] for k in npz.files}
-    predicted = None if header["predicted"] is None else np.asarray(header["predicted"])
-    return header["id"], Captured(int(header["version"]), inputs, predicted, sum(a.nbytes for a in inputs.values()))
+@dataclass
+class Found:
+    """The capture a label names: its inputs (None once this instance stored its label) and
+    the segment that holds its record (where its label is claimed)."""
+
+    item: Captured | None
+    segment: Path
 
 
 class CaptureStore:
-    """One model's captures. Every method runs on the capture thread (see module doc)."""
+    """One model's captures by this instance, and the way to the other instances'. Every
+    method runs on the capture thread (see module doc)."""
 
-    def __init__(self, directory: Path, *, max_requests: int, max_bytes: int) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path, *, instance: str, max_requests: int, max_bytes: int,
+                 stale_after: float = STALE_AFTER_SECONDS) -> None:
+        self.directory = directory  # the model's capture root; this instance writes under own
+        self.own = directory / check_instance(instance)
         self.max_requests = max_requests
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, Captured] = OrderedDict()
+        self.stale_after = stale_after
+        self._items: OrderedDict[str, Found] = OrderedDict()
         self._bytes = 0
+        self._index = CaptureIndex(directory, instance)
         self._file = None
+        self._segment: Path | None = None
+        self._number = 0
         self._file_bytes = 0
-        self._loaded = False
-
-    def _load(self) -> None:
-        self._loaded = True
-        for path in self._segments():
-            data = path.read_bytes()
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, crc = _HEADER.unpack_from(data, offset)
-                payload = data[offset + _HEADER.size:offset + _HEADER.size + length]
-                if len(payload) < length or zlib.crc32(payload) != crc:
-                    break  # a torn tail from a crash: what follows it was never acknowledged
-                try:
-                    request_id, item = _decode(payload)
-                except (ValueError, KeyError, struct.error) as exc:
-                    log.warning("%s: unreadable capture at byte %d: %s", path, offset, exc)
-                    break
-                self._remember(request_id, item)
-                offset += _HEADER.size + length
-
-    def _segments(self) -> list[Path]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(p for p in self.directory.iterdir() if _SEGMENT_RE.match(p.name))
-
-    def _remember(self, request_id: str, item: Captured) -> None:
-        old = self._items.pop(request_id, None)
-        if old is not None:
-            self._bytes -= old.nbytes
-        self._items[request_id] = item
-        self._bytes += item.nbytes
-        while self._items and (len(self._items) > self.max_requests or self._bytes > self.max_bytes):
-            _, dropped = self._items.popitem(last=False)
-            self._bytes -= dropped.nbytes
+        self._file_records = 0
+        self._checked = time.monotonic()
 
     def put(self, request_ids: list[str], item: Captured) -> None:
-        if not self._loaded:
-            self._load()
+        if self._file is not None and time.monotonic() - self._checked > self.stale_after / 4:
+            self._check()
+        segment_bytes, segment_records = max(self.max_bytes // 2, 1), max(self.max_requests // 2, 1)
         for request_id in request_ids:
-            self._remember(request_id, item)
-            record = _encode(request_id, item)
-            if self._file is None or self._file_bytes + len(record) > max(self.max_bytes // 2, 1):
+            record = capture_log.encode(request_id, item)
+            if (self._file is None or self._file_bytes + len(record) > segment_bytes
+                    or self._file_records >= segment_records):
                 self._rotate()
             self._file.write(record)
             self._file_bytes += len(record)
+            self._file_records += 1
+            self._remember(request_id, Found(item, self._segment))
         self._file.flush()
+
+    def _remember(self, request_id: str, found: Found) -> None:
+        self._pop(request_id)
+        self._items[request_id] = found
+        self._bytes += found.item.nbytes if found.item is not None else 0
+        while self._items and (len(self._items) > self.max_requests or self._bytes > self.max_bytes):
+            self._pop(next(iter(self._items)))
+
+    def _pop(self, request_id: str) -> None:
+        old = self._items.pop(request_id, None)
+        if old is not None and old.item is not None:
+            self._bytes -= old.item.nbytes
 
     def _rotate(self) -> None:
         if self._file is not None:
             self._file.close()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        segments = self._segments()
-        number = int(_SEGMENT_RE.match(segments[-1].name).group(1)) + 1 if segments else 1
-        self._file = open(self.directory / f"seg-{number:08d}.cap", "ab")
-        self._file_bytes = 0
-        for old in segments[:-1]:  # keep the previous segment and the new one
-            old.unlink(missing_ok=True)
+        self.own.mkdir(parents=True, exist_ok=True)
+        kept = capture_log.segments(self.own)
+        self._number = max([self._number] + [capture_log.segment_number(s) for s in kept]) + 1
+        self._segment = self.own / f"seg-{self._number:08d}.cap"
+        self._file = open(self._segment, "ab")
+        self._file_bytes = self._file_records = 0
+        gone = set(kept[:-1])  # keep the previous segment and the new one
+        for segment in gone:
+            capture_log.remove_segment(segment)
+        # What is no longer on disk leaves memory too: the oldest entries, in put order.
+        while self._items and next(iter(self._items.values())).segment in gone:
+            self._pop(next(iter(self._items)))
+        capture_log.remove_orphan_claims(self.own)
+        self._tidy()
 
-    def peek(self, request_id: str) -> Captured | None:
-        """The capture for ``request_id``, still kept: a feedback that fails must not use it up."""
-        if not self._loaded:
-            self._load()
-        return self._items.get(request_id)
+    def _check(self) -> None:
+        """After an idle spell: another instance may have removed this one's directory as stale."""
+        if not self._segment.exists():
+            self._items.clear()
+            self._bytes = 0
+            self._file.close()
+            self._file = None  # the next put opens a new segment
+        self._tidy()
+
+    def _tidy(self) -> None:
+        capture_log.remove_stale(self.directory, self.own.name, self.stale_after, time.time())
+        self._checked = time.monotonic()
+
+    def find(self, request_id: str) -> Found | None:
+        """The capture of ``request_id``: this instance's, else another instance's (also this
+        process's before a restart), else None. It stays kept: a feedback that fails must not
+        use it up."""
+        found = self._items.get(request_id)
+        if found is not None:
+            return found
+        hit = self._index.find(request_id)
+        return None if hit is None else Found(*hit)
+
+    def check_unlabelled(self, request_id: str, found: Found) -> None:
+        """Conflict when ``found`` was labelled already, through any process."""
+        if capture_log.is_claimed(found.segment, request_id):
+            raise self._labelled(request_id)
+
+    def _labelled(self, request_id: str) -> Conflict:
+        return Conflict(f"request {request_id!r} of model {self.directory.parent.name!r} is already labelled "
+                        "(a captured request takes one label)")
+
+    def claim(self, request_id: str, found: Found) -> None:
+        """Claim ``found`` for this label, atomically across processes: Conflict when it has
+        one already, BadRequest when its segment was removed meanwhile."""
+        if not capture_log.claim(found.segment, request_id):
+            raise self._labelled(request_id)
+        # A claim made after its segment's removal began may have lost its claims with it.
+        if not found.segment.exists():
+            capture_log.release(found.segment, request_id)
+            raise BadRequest(f"no captured request {request_id!r} for model {self.directory.parent.name!r} "
+                             "(its capture was forgotten just now)")
+
+    def release(self, request_id: str, found: Found) -> None:
+        """Undo :meth:`claim` (the label was not stored): a retry can claim it again."""
+        capture_log.release(found.segment, request_id)
 
     def forget(self, request_id: str) -> None:
-        """Forget ``request_id`` from memory once its label is stored: one label per request."""
-        item = self._items.pop(request_id, None)
-        if item is not None:
-            self._bytes -= item.nbytes
+        """Drop the inputs of ``request_id`` once its label is stored; its claim answers a
+        second label."""
+        found = self._items.get(request_id)
+        if found is not None and found.item is not None:
+            self._bytes -= found.item.nbytes
+            self._items[request_id] = Found(None, found.segment)
 
     def close(self) -> None:
         if self._file is not None:

@@ -6,7 +6,10 @@ whose inputs are the model's inputs plus one more tensor, the labels (named ``la
 stored in its one form (``gateway.loop.labels``). Or it names a captured infer request
 (``parameters.request_id``) and sends only the labels; then the request's inputs are
 stored, and the labels also score the answer that request got (a canary's accuracy). The
-capture is forgotten only once the record is stored: a feedback that fails can be retried.
+request may have been captured by any gateway process or replica over the same repository
+(``gateway.loop.capture``); it takes one label, claimed across processes before the record is
+stored and released if storing fails, so a feedback that fails can be retried and a second
+label is answered 409.
 
 The record is appended to the model's feedback store (``model_repo.feedback``) and
 fsynced before the answer: an acknowledged sample survives a crash. What the store's reader
@@ -31,7 +34,8 @@ from ..core.signature import Signature
 from ..core.types import InferRequest, InputSpec
 from ..settings import Settings
 from .canary import CanaryController
-from .capture import CAPTURE_DIR, Captured, CaptureStore, captured_feeds, predicted_classes
+from .capture import (CAPTURE_DIR, STALE_AFTER_SECONDS, Captured, CaptureStore, captured_feeds, new_instance_id,
+                      predicted_classes)
 from .labels import LabelSpec, check_labels, expect_label, label_spec
 from .settings import LoopSettings
 
@@ -48,12 +52,16 @@ class FeedbackCounts:
 
 class FeedbackService:
     def __init__(self, registry: Registry, settings: Settings, canary: CanaryController,
-                 on_samples: Callable[[str, int], None]) -> None:
+                 on_samples: Callable[[str, int], None], *, instance: str | None = None,
+                 capture_stale_after: float = STALE_AFTER_SECONDS) -> None:
         self.registry = registry
         self.settings = settings
         self.canary = canary
         self.on_samples = on_samples
         self.counts: dict[str, FeedbackCounts] = {}
+        # This process incarnation: its captures go to a directory of its own (capture.py).
+        self.instance = instance or new_instance_id()
+        self.capture_stale_after = capture_stale_after
         self._writers: dict[str, FeedbackWriter] = {}
         self._captures: dict[str, CaptureStore] = {}
         # One thread owns every capture store: ordered, lock-free, off the event loop.
@@ -97,9 +105,9 @@ class FeedbackService:
     def _capture_store(self, model: str, settings) -> CaptureStore:
         store = self._captures.get(model)
         if store is None:
-            store = CaptureStore(self.registry.repo.model_dir(model) / CAPTURE_DIR,
+            store = CaptureStore(self.registry.repo.model_dir(model) / CAPTURE_DIR, instance=self.instance,
                                  max_requests=settings.capture_max_requests,
-                                 max_bytes=int(settings.capture_max_bytes))
+                                 max_bytes=int(settings.capture_max_bytes), stale_after=self.capture_stale_after)
             self._captures[model] = store
         return store
 
@@ -145,8 +153,9 @@ class FeedbackService:
                 raise BadRequest("parameters.request_id must be a string")
             if not settings.capture:
                 raise BadRequest(f"request capture is off for model {model!r}: send the inputs with the labels")
-            # Peek, check, store, then forget, in order on the capture thread: a feedback that
-            # fails leaves the capture for a retry, and two for one id cannot both use it.
+            # Find, check, claim, store, then forget, in order on the capture thread: a feedback
+            # that fails leaves the capture for a retry, and of two for one id (through any
+            # processes) one is stored and the other answered 409.
             captured = await asyncio.get_running_loop().run_in_executor(
                 self._capture_thread, self._store_captured, model, self._capture_store(model, settings),
                 self._writer(model), request_id, served.signature, feeds, labels, label_name)
@@ -180,19 +189,29 @@ class FeedbackService:
                         signature: Signature, feeds: dict[str, np.ndarray] | None, labels: np.ndarray,
                         label_name: str) -> Captured | None:
         """On the capture thread: store the labels with the captured (or given) inputs."""
-        captured = store.peek(request_id)
+        found = store.find(request_id)
+        if found is not None:
+            store.check_unlabelled(request_id, found)  # 409 before any other complaint
+        captured = found.item if found is not None else None
         if captured is None and feeds is None:
             raise BadRequest(f"no captured request {request_id!r} for model {model!r} "
-                             "(never captured, already labelled, or forgotten)")
+                             "(never captured, or forgotten)")
         if feeds is None:
             feeds = captured_feeds(signature, captured)
             rows = next(iter(feeds.values())).shape[0]
             if labels.shape[0] != rows:
                 raise BadRequest(f"labels {label_name!r} have {labels.shape[0]} rows but the captured "
                                  f"request {request_id!r} has {rows}")
-        writer.append(feeds, labels)  # returns once fsynced
-        if captured is not None:
-            store.forget(request_id)
+        if captured is None:
+            writer.append(feeds, labels)  # inputs sent along, nothing captured to claim
+            return None
+        store.claim(request_id, found)  # Conflict when another process labelled it meanwhile
+        try:
+            writer.append(feeds, labels)  # returns once fsynced
+        except BaseException:
+            store.release(request_id, found)
+            raise
+        store.forget(request_id)
         return captured
 
     def _writer(self, model: str) -> FeedbackWriter:

@@ -156,7 +156,7 @@ def test_capture_on_a_model_that_does_not_batch(server):
     status, body = _feedback(server, "solo", _label("INT64", [1], [1]), request_id="r1")
     assert status == 200 and body == {"model_name": "solo", "samples": 1, "answered_by_version": "1"}
     status, body = _feedback(server, "solo", _label("INT64", [1], [1]), request_id="r1")
-    assert status == 400 and "no captured request" in body["error"]
+    assert status == 409 and "'r1' of model 'solo' is already labelled" in body["error"]
     # Sent with its inputs, an unbatched example is stored the same way: one row.
     status, body = _feedback(server, "solo", {"name": "X", "datatype": "FP32", "shape": [4], "data": [0, 0, 7, 0]},
                              _label("INT64", [1, 1], [2]))

@@ -89,7 +89,10 @@ def test_feedback_json_binary_capture_and_metrics(loop_gateway):
     doc["parameters"]["request_id"] = headers["X-Request-ID"]
     doc["inputs"][0]["data"] = [0]
     assert server.json("POST", "/v2/models/clf/feedback", doc, KEY)[0] == 200
-    # A request is labelled once; an unknown id is the client's error.
+    # A request is labelled once (409); an unknown id is the client's error.
+    status, body = server.json("POST", "/v2/models/clf/feedback", doc, KEY)
+    assert status == 409 and "already labelled" in body["error"]
+    doc["parameters"]["request_id"] = "never-sent"
     status, body = server.json("POST", "/v2/models/clf/feedback", doc, KEY)
     assert status == 400 and "no captured request" in body["error"]
 
