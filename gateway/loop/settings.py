@@ -69,11 +69,20 @@ class LoopSettings(BaseModel):
     trigger_interval_seconds: float = Field(3600.0, gt=0)
     """Period of the ``schedule`` trigger."""
 
-    launcher: Literal["local", "kubernetes"] = "local"
-    """Where jobs run: ``local`` (a ``tunegate finetune`` subprocess under horovodrun) or
+    launcher: Literal["local", "kubernetes", "spark"] = "local"
+    """Where jobs run: ``local`` (a ``tunegate finetune`` subprocess under horovodrun),
     ``kubernetes`` (an Indexed Job made from ``job_template``, one pod per rank; the Helm
-    chart's choice). Server-wide: read from ``Settings.loop`` only. Environment:
-    ``TUNEGATE_LOOP__LAUNCHER``."""
+    chart's choice) or ``spark`` (a ``tunegate finetune --launcher spark`` subprocess, the
+    Spark driver, whose ranks run as tasks on ``spark_master``). Server-wide: read from
+    ``Settings.loop`` only. Environment: ``TUNEGATE_LOOP__LAUNCHER``."""
+
+    spark_master: str | None = None
+    """``spark``: the cluster (``spark://host:7077``, ``yarn``, ``k8s://...``, ``local[N]``).
+    Server-wide. Environment: ``TUNEGATE_LOOP__SPARK_MASTER``."""
+
+    spark_conf: dict[str, str] = {}
+    """``spark``: Spark settings for the job's driver, e.g. ``{"spark.executor.memory" =
+    "4g"}`` (README, "Fine-tune on Spark"). Server-wide."""
 
     job_template: Path | None = None
     """``kubernetes``: the fine-tune Job template (``job.yaml`` of the chart's
@@ -153,4 +162,6 @@ class LoopSettings(BaseModel):
         # Fail when the settings load, not when the first job starts hours later.
         if self.launcher == "kubernetes" and self.job_template is None:
             raise ValueError("loop.launcher = 'kubernetes' needs loop.job_template (TUNEGATE_LOOP__JOB_TEMPLATE)")
+        if self.launcher == "spark" and not self.spark_master:
+            raise ValueError("loop.launcher = 'spark' needs loop.spark_master (TUNEGATE_LOOP__SPARK_MASTER)")
         return self

@@ -35,7 +35,12 @@ def make_launcher(settings: Settings) -> Launcher:
         return KubernetesLauncher.from_settings(template_file=loop.job_template, repo=settings.repo,
                                                 namespace=loop.namespace)
     jobs_dir = loop.jobs_dir or Path(settings.repo).absolute() / ".jobs"
-    return LocalLauncher(jobs_dir, program=tuple(loop.program) if loop.program else None)
+    program = tuple(loop.program) if loop.program else None
+    if loop.launcher == "spark":
+        from .jobs.spark import SparkLauncher
+
+        return SparkLauncher(jobs_dir, master=loop.spark_master, conf=loop.spark_conf, program=program)
+    return LocalLauncher(jobs_dir, program=program)
 
 
 class Loop:

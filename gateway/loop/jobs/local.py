@@ -62,7 +62,7 @@ class LocalLauncher(Launcher):
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=False)
         job = _Job(spec, JobStatus(spec.job_id, spec.model), directory)
         self._jobs[spec.job_id] = job
-        argv = spec.argv(program=self.program)
+        argv = self.command(spec)
         await asyncio.to_thread((directory / "spec.json").write_text, json.dumps({"argv": argv}, indent=2))
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -79,6 +79,10 @@ class LocalLauncher(Launcher):
         log.info("fine-tune job %s started (pid %s): %s", spec.job_id, job.process.pid, " ".join(argv))
         job.task = asyncio.create_task(self._supervise(job), name=f"job {spec.job_id}")
         return self._snapshot(job)
+
+    def command(self, spec: JobSpec) -> list[str]:
+        """The job's command line (a subclass adds where the ranks run)."""
+        return spec.argv(program=self.program)
 
     async def _supervise(self, job: _Job) -> None:
         assert job.process is not None and job.process.stdout is not None and job.process.stderr is not None
