@@ -85,6 +85,7 @@ class Gateway:
                     if failed:
                         raise StartupError("exit_on_error: " + "; ".join(failed))
                 async with self._watching():
+                    self.loop.start()
                     try:
                         yield self
                     finally:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .core.errors import GatewayError
-from .loop.settings import LoopSettings
+from .loop.settings import LeaderSettings, LoopSettings
 from .settings_errors import Sources, describe
 
 GiB = 1 << 30
@@ -215,6 +215,13 @@ class Settings(BaseSettings):
 
     loop_models: dict[str, LoopSettings] = {}
     """Per-model loop overrides, by model name (only the fields given are changed)."""
+
+    leader: LeaderSettings = LeaderSettings()
+    """How the one process that runs the loop is elected among workers and replicas."""
+
+    workers: int = Field(1, ge=1, le=256)
+    """Serving processes ``tunegate serve`` starts, sharing the HTTP and gRPC ports
+    (SO_REUSEPORT), each with its own sessions and batcher (README, "Scale out")."""
 
     def loop_for(self, model: str) -> LoopSettings:
         override = self.loop_models.get(model)

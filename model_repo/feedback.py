@@ -274,6 +274,11 @@ class FeedbackScan:
     def quarantined(self) -> int:
         return self._bad + self._tally.outside_winner()
 
+    @property
+    def rows(self) -> int:
+        """Examples :func:`read_feedback` would return now (the store's schema's rows)."""
+        return self._tally.winner_rows()
+
     def update(self) -> int:
         shards = list_shards(self.directory)
         if not self._next.keys() <= {p.name for p in shards}:
@@ -309,6 +314,10 @@ class _Tally:
 
     def winner(self) -> tuple | None:
         return max(self._counts, key=lambda s: (self._counts[s][0], -self._counts[s][2]), default=None)
+
+    def winner_rows(self) -> int:
+        winner = self.winner()
+        return 0 if winner is None else self._counts[winner][0]
 
     def outside_winner(self) -> int:
         winner = self.winner()

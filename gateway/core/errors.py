@@ -115,6 +115,13 @@ class BudgetExceeded(GatewayError):
     grpc_status = "RESOURCE_EXHAUSTED"
 
 
+class LeaderUnavailable(GatewayError):
+    """A call only the loop's leader carries out got no answer from it (none elected yet)."""
+
+    status = 503
+    grpc_status = "UNAVAILABLE"
+
+
 class StartupError(GatewayError):
     exit_code = 1
 
@@ -128,6 +135,17 @@ class LoadError(GatewayError):
 class InferenceError(GatewayError):
     status = 500
     grpc_status = "INTERNAL"
+
+
+def error_type(name: str) -> type[GatewayError]:
+    """The error class called ``name`` (one process re-raising another's error), else the base."""
+    pending = [GatewayError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending += cls.__subclasses__()
+    return GatewayError
 
 
 def brief(value: Any) -> str:

@@ -19,13 +19,14 @@ side answered (error rate, p99 latency) and labelled feedback on their answers
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
-import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_repo import Repository, RepositoryError
@@ -34,46 +35,13 @@ from model_repo import Repository, RepositoryError
 from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, is_pending
 
 from ..core.errors import BadRequest
+from .evidence import Side, evidence_dir, read_evidence, remove_evidence, write_evidence
 from .settings import LoopSettings
 
 if TYPE_CHECKING:
     from ..core.registry import Registry
 
 log = logging.getLogger("tunegate.canary")
-
-_LATENCY_SAMPLES = 10_000  # per side; a window larger than this keeps the newest
-
-
-@dataclass
-class Side:
-    """What one side of the comparison did during the window."""
-
-    requests: int = 0
-    errors: int = 0
-    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
-    labelled: int = 0
-    correct: int = 0
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p99_ms(self) -> float | None:
-        if not self.latencies_ms:
-            return None
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.labelled if self.labelled else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 6),
-                "p99_ms": None if self.p99_ms is None else round(self.p99_ms, 3),
-                "labelled": self.labelled,
-                "accuracy": None if self.accuracy is None else round(self.accuracy, 6)}
 
 
 @dataclass(eq=False)
@@ -82,11 +50,14 @@ class CanaryState:
     version: int
     stable: int
     fraction: float
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.time)  # wall clock: the version's publish time once read
     state: str = CANARY
     reason: str = ""
-    canary_side: Side = field(default_factory=Side)
+    canary_side: Side = field(default_factory=Side)  # every process's evidence summed
     stable_side: Side = field(default_factory=Side)
+    mine: tuple[Side, Side] = field(default_factory=lambda: (Side(), Side()))  # this process's (canary, stable)
+    processes: int = 1  # processes whose evidence the sums hold
+    dirty: bool = False  # ``mine`` changed since it was last written
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -97,17 +68,18 @@ class CanaryState:
         """The version an unpinned request goes to."""
         return self.version if random.random() < self.fraction else self.stable
 
-    def side(self, version: int) -> Side | None:
+    def sides(self, version: int) -> tuple[Side, Side] | None:
+        """(this process's, the summed) side ``version`` is on, if either."""
         if version == self.version:
-            return self.canary_side
+            return self.mine[0], self.canary_side
         if version == self.stable:
-            return self.stable_side
+            return self.mine[1], self.stable_side
         return None
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "stable_version": self.stable, "state": self.state,
                 "fraction": self.fraction, "reason": self.reason,
-                "elapsed_seconds": round(time.monotonic() - self.started, 3),
+                "elapsed_seconds": round(time.time() - self.started, 3), "processes": self.processes,
                 "canary": self.canary_side.to_dict(), "stable": self.stable_side.to_dict()}
 
 
@@ -117,7 +89,7 @@ def decide(state: CanaryState, settings: LoopSettings) -> tuple[bool, str]:
     if c.error_rate - s.error_rate > settings.max_error_rate_increase:
         return False, (f"error rate {c.error_rate:.2%} on {c.requests} requests vs {s.error_rate:.2%} "
                        f"on the stable version (allowed +{settings.max_error_rate_increase:.2%})")
-    if c.p99_ms is not None and s.p99_ms is not None and len(s.latencies_ms) >= 10:
+    if c.p99_ms is not None and s.p99_ms is not None and s.latency_count >= 10:
         limit = max(s.p99_ms * settings.max_p99_ratio, s.p99_ms + settings.p99_slack_ms)
         if c.p99_ms > limit:
             return False, f"p99 latency {c.p99_ms:.1f} ms vs {s.p99_ms:.1f} ms on the stable version"
@@ -135,12 +107,17 @@ def decide(state: CanaryState, settings: LoopSettings) -> tuple[bool, str]:
 
 
 class CanaryController:
-    """Feeds each live canary its evidence, closes its window, promotes or rolls back."""
+    """Feeds each live canary its evidence, shares it with the other processes, and (on the
+    loop's leader only) closes its window and promotes or rolls back."""
 
-    def __init__(self, registry: Registry, settings_for: Callable[[str], LoopSettings]) -> None:
+    def __init__(self, registry: Registry, settings_for: Callable[[str], LoopSettings], *,
+                 instance: str, is_leader: Callable[[], bool], poll_seconds: float) -> None:
         self.registry = registry
         self.settings_for = settings_for
-        self.decisions: dict[tuple[str, str], int] = {}  # (model, promoted|rolled_back) -> count
+        self.instance = instance  # names this process's evidence file
+        self.is_leader = is_leader
+        self.poll_seconds = poll_seconds
+        self.decisions: dict[tuple[str, str], int] = {}  # (model, promoted|rolled_back) -> count, decided here
         self.history: dict[str, list[dict[str, Any]]] = {}  # model -> finished canaries
         self._states: dict[str, CanaryState] = {}
         self._watchers: dict[str, asyncio.Task] = {}
@@ -153,8 +130,8 @@ class CanaryController:
         stable = [v for v in serving if v != canary]
         if canary is None or canary not in serving or not stable:
             if state is not None and state.live:
-                state.state = "withdrawn"  # left the repository or the policy, or decided outside
-                state.changed.set()  # its window watcher may wait without a timeout
+                state.state = "withdrawn"  # decided (here, by the leader or by hand) or left the policy
+                state.changed.set()
             self._states.pop(model, None)
             return
         if state is not None and state.version == canary:
@@ -180,32 +157,32 @@ class CanaryController:
 
     def observe(self, model: str, version: int, ok: bool, latency_ns: int) -> None:
         """One answered request (called by the data plane for every infer)."""
-        state = self.current(model)
-        if state is None or not state.live:
+        state = self._states.get(model)
+        sides = None if state is None or not state.live else state.sides(version)
+        if sides is None:
             return
-        side = state.side(version)
-        if side is None:
-            return
-        side.requests += 1
-        if ok:
-            side.latencies_ms.append(latency_ns / 1e6)
-        else:
-            side.errors += 1
-        state.changed.set()
+        for side in sides:
+            side.requests += 1
+            if ok:
+                side.add_latency(latency_ns / 1e6)
+            else:
+                side.errors += 1
+        state.dirty = True
 
     def observe_labels(self, model: str, version: int, correct: int, labelled: int) -> None:
         """Labelled feedback on answers ``version`` gave (from captured requests)."""
-        state = self.current(model)
-        side = None if state is None or not state.live else state.side(version)
-        if side is None:
+        state = self._states.get(model)
+        sides = None if state is None or not state.live else state.sides(version)
+        if sides is None:
             return
-        side.labelled += labelled
-        side.correct += correct
-        state.changed.set()
+        for side in sides:
+            side.labelled += labelled
+            side.correct += correct
+        state.dirty = True
 
     # ----------------------------------------------------------- lifecycle
     def started(self, state: CanaryState) -> None:
-        """The registry put a new canary into service: watch its window."""
+        """The registry put a new canary into service: share and watch its window."""
         log.info("model %s: version %s is a canary for %.0f%% of traffic (stable %s)", state.model,
                  state.version, state.fraction * 100, state.stable)
         old = self._watchers.pop(state.model, None)
@@ -214,31 +191,44 @@ class CanaryController:
         self._watchers[state.model] = self.registry.spawn(self._watch(state))
 
     async def _watch(self, state: CanaryState) -> None:
-        settings = self.settings_for(state.model)
+        repo = self.registry.repo
+        directory = evidence_dir(repo.root, state.model, state.version)
+        # The window opens when the version was published: the same instant for every
+        # process, and for a new leader taking over a window half-way.
+        state.started = await asyncio.to_thread(_published_at, repo, state.model, state.version) or state.started
         while state.live:
-            window = settings.canary_window_seconds
-            timeout = None if window is None else max(0.05, state.started + window - time.monotonic())
-            try:
-                await asyncio.wait_for(state.changed.wait(), timeout)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.changed.wait(), self.poll_seconds)
             state.changed.clear()
             if not state.live:
-                return
-            labelled = min(state.canary_side.labelled, state.stable_side.labelled) >= settings.min_labelled
-            done = (state.canary_side.requests >= settings.canary_window_requests
-                    and (labelled or not settings.canary_wait_for_labels))
-            if (window is not None and time.monotonic() - state.started >= window
-                    and state.canary_side.requests >= settings.canary_min_requests):
-                done = True
-            # Every answer so far was an error: no need to wait for the window to close.
-            c = state.canary_side
-            if c.requests >= settings.canary_min_requests and c.errors == c.requests:
-                done = True
-            if done:
+                break
+            await self._exchange(state, directory)
+            settings = self.settings_for(state.model)
+            if state.live and self.is_leader() and window_closed(state, settings):
                 promote, why = decide(state, settings)
                 await self._finish(state, PROMOTED if promote else ROLLED_BACK, why, manual=False)
-                return
+        if state.state == "withdrawn":  # decided elsewhere: show what was decided
+            report = await asyncio.to_thread(_manifest_report, repo, state.model, state.version)
+            if report:
+                self._remember(state.model, report)
+                # A last write of ours may have landed after the decider removed the evidence.
+                await asyncio.to_thread(remove_evidence, directory)
+
+    async def _exchange(self, state: CanaryState, directory: Path) -> None:
+        """Write this process's counts if they changed; sum everyone's with our live ones."""
+        mine = state.mine[0].copy(), state.mine[1].copy()
+        write, state.dirty = state.dirty, False
+        try:
+            if write:
+                await asyncio.to_thread(write_evidence, directory, self.instance, *mine)
+            canary, stable, others = await asyncio.to_thread(read_evidence, directory, self.instance)
+        except OSError as exc:  # a full or flaky volume: keep serving, try again next poll
+            state.dirty = state.dirty or write
+            log.warning("model %s: canary evidence not shared: %s", state.model, exc)
+            return
+        canary.merge(state.mine[0])
+        stable.merge(state.mine[1])
+        state.canary_side, state.stable_side, state.processes = canary, stable, others + 1
 
     async def promote(self, model: str) -> dict[str, Any]:
         state = self._live(model)
@@ -262,11 +252,12 @@ class CanaryController:
             return
         repo = self.registry.repo
         report = {**state.to_dict(), "state": outcome, "reason": why, "manual": manual,
+                  "decided_by": self.instance,
                   "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         changes: dict[str, Any] = {"canary": report} if outcome == PROMOTED else {"status": REJECTED, "canary": report}
-        # The decision goes into the manifest first (the registry's plan reads it, and a restart
-        # must not put a rejected version back into service), and only while nobody has
-        # decided: `tunegate models promote|rollback` may have, before the watcher polled.
+        # The decision goes into the manifest first (every process's plan reads it, and a
+        # restart must not put a rejected version back into service), and only while nobody
+        # has decided: `tunegate models promote|rollback` or another process may have.
         written = await asyncio.to_thread(repo.update_manifest_if, state.model, state.version, is_pending,
                                           **changes)
         if not state.live:
@@ -284,10 +275,16 @@ class CanaryController:
         (log.warning if outcome == ROLLED_BACK else log.info)(
             "model %s version %s: canary %s: %s", state.model, state.version, outcome.replace("_", " "), why)
         self.decisions[(state.model, outcome)] = self.decisions.get((state.model, outcome), 0) + 1
-        self.history.setdefault(state.model, []).append(report)
-        del self.history[state.model][:-20]
+        self._remember(state.model, report)
         state.changed.set()
+        await asyncio.to_thread(remove_evidence, evidence_dir(repo.root, state.model, state.version))
         await self.registry.reconcile(state.model)
+
+    def _remember(self, model: str, report: dict[str, Any]) -> None:
+        history = self.history.setdefault(model, [])
+        if not history or history[-1].get("version") != report.get("version"):
+            history.append(report)
+            del history[:-20]
 
     def parameters(self, model: str) -> dict[str, Any]:
         """What the model's metadata shows under ``parameters``."""
@@ -303,6 +300,37 @@ class CanaryController:
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
+
+
+def window_closed(state: CanaryState, settings: LoopSettings) -> bool:
+    """Whether the evidence so far is enough to decide on."""
+    c, s = state.canary_side, state.stable_side
+    labelled = min(c.labelled, s.labelled) >= settings.min_labelled
+    if c.requests >= settings.canary_window_requests and (labelled or not settings.canary_wait_for_labels):
+        return True
+    window = settings.canary_window_seconds
+    if window is not None and time.time() - state.started >= window and c.requests >= settings.canary_min_requests:
+        return True
+    # Every answer so far was an error: no need to wait for the window to close.
+    return c.requests >= settings.canary_min_requests and c.errors == c.requests
+
+
+def _published_at(repo: Repository, model: str, version: int) -> float | None:
+    """When ``version`` was published, as a Unix time (blocking); None if unknown."""
+    try:
+        stamp = repo.read_manifest(model, version).created_at
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except (RepositoryError, ValueError, AttributeError):
+        return None
+
+
+def _manifest_report(repo: Repository, model: str, version: int) -> dict[str, Any] | None:
+    """The decision report in ``version``'s manifest, if any (blocking)."""
+    try:
+        report = repo.read_manifest(model, version).extra.get("canary")
+    except RepositoryError:
+        return None
+    return report if isinstance(report, dict) and report.get("state") else None
 
 
 def _manifest_decision(repo: Repository, model: str, version: int) -> tuple[str, str] | None:

@@ -165,3 +165,45 @@ class LoopSettings(BaseModel):
         if self.launcher == "spark" and not self.spark_master:
             raise ValueError("loop.launcher = 'spark' needs loop.spark_master (TUNEGATE_LOOP__SPARK_MASTER)")
         return self
+
+
+class LeaderSettings(BaseModel):
+    """How the one process that runs the loop is elected (server-wide; README, "Scale out").
+    Every worker and replica over one repository campaigns; the leader runs fine-tune
+    triggers and launches and decides canaries, on the evidence every process writes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["file", "kubernetes"] = "file"
+    """``file``: an exclusive lock on ``lock_file`` (one host; the lock dies with its
+    process). ``kubernetes``: a ``coordination.k8s.io/v1`` Lease (the Helm chart's choice).
+    Environment: ``TUNEGATE_LEADER__BACKEND``."""
+
+    lock_file: Path | None = None
+    """``file``: the lock (default ``<repo>/.loop/leader.lock``)."""
+
+    lease_name: str = "tunegate-loop"
+    """``kubernetes``: the Lease's name (the chart sets ``<release>-tunegate-loop``)."""
+
+    namespace: str | None = None
+    """``kubernetes``: the Lease's namespace (default: the pod's own, else ``default``)."""
+
+    lease_seconds: int = Field(15, ge=2)
+    """``kubernetes``: how long a Lease holds without renewal; a dead leader is replaced
+    within it."""
+
+    identity: str | None = None
+    """This process's name in the election (default: ``POD_NAME``, else host and pid, plus a
+    random tail)."""
+
+    retry_seconds: float = Field(1.0, gt=0)
+    """How often a follower tries to become leader (and a Lease leader renews)."""
+
+    poll_seconds: float = Field(1.0, gt=0)
+    """How often each process shares its canary evidence and the leader looks at the loop's
+    state (feedback counts, job requests, canary windows)."""
+
+    request_timeout_seconds: float = Field(15.0, gt=0)
+    """How long a control call that only the leader can carry out (start or cancel a
+    fine-tune job) waits for the leader's answer before it is answered 503."""
+

@@ -1,5 +1,6 @@
 """The online-learning loop, wired onto the core: feedback and capture, fine-tune jobs,
-canaries (the registry's :class:`~gateway.core.routing.Router`), their metrics.
+canaries (the registry's :class:`~gateway.core.routing.Router`), their metrics, and the
+election of the one process among workers and replicas that takes the loop's decisions.
 
 It hangs off the DataPlane as an observer of every answered infer and as a source of
 model-metadata parameters; front ends reach it through :class:`Loop`'s parts (the HTTP
@@ -18,10 +19,13 @@ from ..core.registry import Registry
 from ..core.types import REQUEST_ID, InferRequest
 from ..settings import Settings
 from .canary import CanaryController
+from .evidence import LOOP_DIR
 from .feedback import FeedbackService
 from .jobs.launcher import Launcher
 from .jobs.local import LocalLauncher
 from .jobs.manager import JobManager
+from .leader_requests import RequestBox
+from .leadership import Campaign, FileLockCampaign, LeaseCampaign, Leadership, default_identity
 from .metrics import LoopCollector
 
 
@@ -43,16 +47,44 @@ def make_launcher(settings: Settings) -> Launcher:
     return LocalLauncher(jobs_dir, program=program)
 
 
+def make_campaign(settings: Settings, identity: str) -> Campaign:
+    """The election backend ``settings.leader.backend`` names (connects on first use)."""
+    leader = settings.leader
+    if leader.backend == "kubernetes":
+        from model_repo.kubernetes_job import current_namespace
+
+        return LeaseCampaign(leader.lease_name, leader.namespace or current_namespace(), identity,
+                             leader.lease_seconds)
+    lock_file = leader.lock_file or Path(settings.repo).absolute() / LOOP_DIR / "leader.lock"
+    return FileLockCampaign(lock_file, identity)
+
+
 class Loop:
     def __init__(self, settings: Settings, registry: Registry, dataplane: DataPlane,
                  metrics_registry: CollectorRegistry) -> None:
-        self.canary = CanaryController(registry, settings.loop_for)
-        self.jobs = JobManager(registry, make_launcher(settings), settings.loop_for, self.canary.current)
+        leader = settings.leader
+        self.instance = leader.identity or default_identity()
+        # A file lock is held until its process dies: no renewal can fail, so no deadline.
+        deadline = leader.lease_seconds * 2 / 3 if leader.backend == "kubernetes" else float("inf")
+        self.leadership = Leadership(make_campaign(settings, self.instance), retry_seconds=leader.retry_seconds,
+                                     renew_deadline_seconds=deadline)
+        is_leader = lambda: self.leadership.is_leader  # noqa: E731 - read at each call
+        self.canary = CanaryController(registry, settings.loop_for, instance=self.instance, is_leader=is_leader,
+                                       poll_seconds=leader.poll_seconds)
+        self.jobs = JobManager(registry, make_launcher(settings), settings.loop_for, self.canary.current,
+                               is_leader=is_leader, requests=RequestBox(Path(settings.repo).absolute()),
+                               poll_seconds=leader.poll_seconds, request_timeout=leader.request_timeout_seconds)
         self.feedback = FeedbackService(registry, settings, self.canary, self.jobs.feedback_arrived)
+        self.leadership.on_change(self.jobs.elected, self.jobs.deposed)
         registry.use_router(self.canary)
         dataplane.observers.append(self._observe)
         dataplane.parameter_sources += [self.canary.parameters, self.jobs.parameters]
         metrics_registry.register(LoopCollector(self.feedback, self.jobs, self.canary, registry))
+
+    def start(self) -> None:
+        """Campaign for the loop's leadership and run the duties every process has."""
+        self.leadership.start()
+        self.jobs.begin()
 
     def _observe(self, model: str, version: int, ok: bool, elapsed_ns: int, request: InferRequest,
                  answer) -> None:
@@ -61,6 +93,7 @@ class Loop:
         self.feedback.observe_infer(model, version, ok, elapsed_ns, request, answer, ids)
 
     async def close(self) -> None:
+        await self.leadership.close()
         await self.jobs.close()
         await self.canary.close()
         await self.feedback.close()

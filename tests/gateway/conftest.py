@@ -128,6 +128,7 @@ def wait_for(predicate, *, what: str, timeout: float = 60.0, interval: float = 0
 
 def make_settings(repo: Path, **kwargs) -> Settings:
     base = dict(repo=repo, port=free_port(), poll_interval_seconds=0.1, exit_timeout_seconds=20,
+                leader={"poll_seconds": 0.1, "retry_seconds": 0.2},
                 runtime={"provider": "cpu", "intra_op_threads": 1, "instance_count": 2})
     base.update(kwargs)
     return Settings(**base)

@@ -8,7 +8,8 @@ from gateway.loop.settings import LoopSettings
 
 def _side(requests: int = 100, errors: int = 0, latency_ms: float = 5.0, labelled: int = 0, correct: int = 0) -> Side:
     side = Side(requests=requests, errors=errors, labelled=labelled, correct=correct)
-    side.latencies_ms.extend([latency_ms] * requests)
+    for _ in range(requests):
+        side.add_latency(latency_ms)
     return side
 
 

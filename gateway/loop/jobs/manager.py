@@ -1,10 +1,18 @@
-"""When fine-tune jobs start, and what happens when they end.
+"""When fine-tune jobs start, and what happens when they end: the loop leader's duty.
 
 Triggers per model (``LoopSettings.trigger``): ``manual`` (the control route only),
-``samples`` (also once ``trigger_samples`` new feedback samples arrived since the last
-job started), ``schedule`` (also every ``trigger_interval_seconds``, if new feedback
-arrived). One job per model at a time, and none while the model has a canary on trial:
-the next job must start from a decided version.
+``samples`` (also once ``trigger_samples`` new feedback rows are in the model's store since
+the last job started), ``schedule`` (also every ``trigger_interval_seconds``, if new
+feedback arrived). One job per model at a time, and none while the model has a canary on
+trial: the next job must start from a decided version.
+
+Only the elected leader (``gateway.loop.leadership``) starts, follows and cancels jobs, so
+a trigger fires once however many workers and replicas received the feedback: it counts
+rows in the shared feedback store, not requests it saw. Its record of each model's job is
+on the repository (``jobs.record``), written before a job is launched, so a leader that
+dies is replaced by one that follows the same job (found again by its Kubernetes Job name
+or local process record) instead of starting a second. A follower hands a start or cancel
+call to the leader (``gateway.loop.leader_requests``) and answers with the leader's reply.
 
 A job fine-tunes the model's *stable* version (pinned with ``--version``, so a rejected
 canary, though still newest on disk, is never the base). When a job publishes, the model
@@ -17,15 +25,20 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from model_repo.feedback import FeedbackScan, feedback_dir
+
 from ...core.errors import Conflict, JobNotFound, ModelNotReady
-from ..canary import CanaryState
-from ..settings import LoopSettings
 from ...core.registry import Registry
+from ..canary import CanaryState
+from ..leader_requests import RequestBox
+from ..settings import LoopSettings
 from .launcher import JobSpec, JobState, Launcher
+from .record import JobRecord, read_record, write_record
 
 log = logging.getLogger("tunegate.jobs")
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -33,29 +46,53 @@ _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 class JobManager:
     def __init__(self, registry: Registry, launcher: Launcher, settings_for: Callable[[str], LoopSettings],
-                 canary: Callable[[str], CanaryState | None]) -> None:
+                 canary: Callable[[str], CanaryState | None], *, is_leader: Callable[[], bool],
+                 requests: RequestBox, poll_seconds: float, request_timeout: float) -> None:
         self.registry = registry
         self.canary = canary  # the model's canary, if any: no job while one is on trial
         self.launcher = launcher
         self.settings_for = settings_for
-        self.jobs: dict[str, str] = {}  # job id -> model, this run's jobs
-        self.running: dict[str, str] = {}  # model -> job id
-        self.last: dict[str, dict[str, Any]] = {}  # model -> last finished job's status
-        self.new_samples: dict[str, int] = {}  # model -> feedback samples since the last job
-        self.finished: dict[tuple[str, str], int] = {}  # (model, state) -> count
-        self._ended: set[str] = set()  # job ids whose end is recorded
+        self.is_leader = is_leader
+        self.requests = requests
+        self.poll_seconds = poll_seconds
+        self.request_timeout = request_timeout
+        self.records: dict[str, JobRecord] = {}  # model -> its record as last read or written
+        self.new_samples: dict[str, int] = {}  # model -> feedback rows since the last job (leader)
+        self.finished: dict[tuple[str, str], int] = {}  # (model, state) -> count, ended under this leader
+        self._follows: dict[str, asyncio.Task] = {}  # model -> the task following its job
         self._starting: set[str] = set()
-        self._schedules: dict[str, asyncio.Task] = {}
+        self._scans: dict[str, FeedbackScan] = {}
+        self._since: dict[str, float] = {}  # model -> when the schedule trigger last started a job
+        self._nudge = asyncio.Event()
+        self._duty: asyncio.Task | None = None
 
+    @property
+    def running(self) -> dict[str, str]:
+        """model -> the id of its running job, as the records say."""
+        return {m: r.running_id for m, r in self.records.items() if r.running_id}
+
+    # ------------------------------------------------------------- control
     async def start(self, model: str, *, reason: str = "manual") -> dict[str, Any]:
-        if model in self.running or model in self._starting:
+        self.registry.record(model)  # 404/503 here, before asking anyone
+        if not self.is_leader():
+            return await self.requests.ask({"action": "start", "model": model, "reason": reason},
+                                           self.request_timeout)
+        return await self._start(model, reason)
+
+    async def _start(self, model: str, reason: str) -> dict[str, Any]:
+        if model in self._starting or model in self._follows:
             raise Conflict(f"model {model!r} already has fine-tune job {self.running.get(model, '')} running")
-        record = self.registry.record(model)
+        record = await self._read(model)
+        if record.running_id:
+            await self._adopt(model, record)
+            if model in self._follows:
+                raise Conflict(f"model {model!r} already has fine-tune job {record.running_id} running")
+        registered = self.registry.record(model)
         trial = self.canary(model)
         if trial is not None and trial.live:
             raise Conflict(f"model {model!r} has version {trial.version} on trial as a canary; "
                            "promote or roll it back first")
-        if not record.serving:
+        if not registered.serving:
             raise ModelNotReady(f"model {model!r} has no version serving to fine-tune")
         stable = self.registry.route(model, split=False).version
         settings = self.settings_for(model)
@@ -65,41 +102,29 @@ class JobManager:
                        np=settings.np, options=tuple(settings.options))
         self._starting.add(model)
         try:
-            status = await self.launcher.start(spec)
+            rows = await self._rows(model)
+            # Recorded before it is launched: a leader dying in between leaves a record a new
+            # leader can check, never a job nobody knows of.
+            record.running = {"job_id": spec.job_id, "base_version": stable, "trigger": reason,
+                              "started_at": _now()}
+            record.feedback_rows = rows
+            await self._write(model, record)
+            try:
+                status = await self.launcher.start(spec)
+            except BaseException:
+                record.running = None
+                await self._write(model, record)
+                raise
         finally:
             self._starting.discard(model)
-        self.jobs[spec.job_id] = model
         self.new_samples[model] = 0
+        self._since[model] = time.monotonic()
         log.info("model %s: fine-tune job %s started (%s) from version %s", model, spec.job_id, reason, stable)
         if status.state.finished:
-            self._record_end(model, status.to_dict())
+            await self._record_end(model, status.to_dict())
         else:
-            self.running[model] = spec.job_id
-            self.registry.spawn(self._follow(model, spec.job_id))
+            self._follows[model] = self.registry.spawn(self._follow(model, spec.job_id))
         return {**status.to_dict(), "trigger": reason, "base_version": stable}
-
-    async def _follow(self, model: str, job_id: str) -> None:
-        try:
-            status = await self.launcher.wait(job_id)
-        finally:
-            if self.running.get(model) == job_id:
-                self.running.pop(model)
-        self._record_end(model, status.to_dict())
-        if status.state == JobState.SUCCEEDED:
-            # Do not wait for the repository poll: the canary starts now.
-            await self.registry.reconcile(model)
-
-    def _record_end(self, model: str, status: dict[str, Any]) -> None:
-        """Record a job's end once, by whichever sees it first: the follower task, or a
-        status request (so metadata never lags behind what the job route answered)."""
-        if status["job_id"] in self._ended:
-            return
-        self._ended.add(status["job_id"])
-        if self.running.get(model) == status["job_id"]:
-            self.running.pop(model)
-        self.last[model] = status
-        key = (model, status["state"])
-        self.finished[key] = self.finished.get(key, 0) + 1
 
     async def status(self, model: str, job_id: str) -> dict[str, Any]:
         # A job id names a directory (local jobs) or a Kubernetes object: nothing else reaches them.
@@ -112,53 +137,176 @@ class JobManager:
             raise JobNotFound(f"model {model!r} has no fine-tune job {job_id!r}") from None
         if status.model != model:
             raise JobNotFound(f"model {model!r} has no fine-tune job {job_id!r}")
-        if status.state.finished and self.jobs.get(job_id) == model:
-            self._record_end(model, status.to_dict())
+        if status.state.finished and self.is_leader() and self.running.get(model) == job_id:
+            await self._record_end(model, status.to_dict())
         return status.to_dict()
 
     async def cancel(self, model: str, job_id: str) -> dict[str, Any]:
         await self.status(model, job_id)  # 404 for another model's job
+        if not self.is_leader():
+            return await self.requests.ask({"action": "cancel", "model": model, "job_id": job_id},
+                                           self.request_timeout)
         return (await self.launcher.cancel(job_id)).to_dict()
 
-    # ------------------------------------------------------------- triggers
-    def feedback_arrived(self, model: str, samples: int) -> None:
-        self.new_samples[model] = self.new_samples.get(model, 0) + samples
-        settings = self.settings_for(model)
-        if settings.trigger == "samples" and self.new_samples[model] >= settings.trigger_samples:
-            self._try_start(model, f"{self.new_samples[model]} new feedback samples")
-        elif settings.trigger == "schedule" and model not in self._schedules:
-            self._schedules[model] = self.registry.spawn(self._schedule(model, settings.trigger_interval_seconds))
+    # ------------------------------------------------------------- following
+    async def _adopt(self, model: str, record: JobRecord) -> None:
+        """Follow the job ``record`` names (a previous leader's), or record how it ended."""
+        job_id = record.running_id
+        if job_id is None or model in self._follows:
+            return
+        try:
+            status = await self.launcher.status(job_id)
+        except KeyError:
+            await self._record_end(model, {"job_id": job_id, "model": model, "state": JobState.FAILED.value,
+                                           "message": "the launcher has no such job (it never started)",
+                                           "finished_at": _now()})
+            return
+        if status.state.finished:
+            await self._record_end(model, status.to_dict())
+        else:
+            log.info("model %s: following fine-tune job %s started by an earlier leader", model, job_id)
+            self._follows[model] = self.registry.spawn(self._follow(model, job_id))
 
-    def _try_start(self, model: str, reason: str) -> None:
+    async def _follow(self, model: str, job_id: str) -> None:
+        try:
+            status = await self.launcher.wait(job_id)
+        finally:
+            self._follows.pop(model, None)
+        await self._record_end(model, status.to_dict())
+        if status.state == JobState.SUCCEEDED:
+            await self.registry.reconcile(model)  # do not wait for the repository poll: the canary starts now
+
+    async def _record_end(self, model: str, status: dict[str, Any]) -> None:
+        """Record a job's end once, by whichever sees it first: the follower task, or a
+        status request (so metadata never lags behind what the job route answered)."""
+        record = await self._read(model)
+        if record.running_id != status["job_id"]:
+            return
+        record.running, record.last = None, status
+        await self._write(model, record)
+        key = (model, status["state"])
+        self.finished[key] = self.finished.get(key, 0) + 1
+
+    # ------------------------------------------------------------- the leader's duties
+    async def elected(self) -> None:
+        """This process now leads: follow the jobs the records name, then watch the triggers."""
+        models = await asyncio.to_thread(self.registry.repo.list_models)
+        for model in models:
+            await self._adopt(model, await self._read(model))
+        now = time.monotonic()
+        for model in models:
+            self._since.setdefault(model, now)
+
+    async def deposed(self) -> None:
+        """Leadership went elsewhere: stop following (the jobs run on; the next leader follows)."""
+        for task in self._follows.values():
+            task.cancel()
+        self._follows.clear()
+
+    def begin(self) -> None:
+        self._duty = self.registry.spawn(self._duties())
+
+    async def _duties(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._nudge.wait(), self.poll_seconds)
+            except TimeoutError:
+                pass
+            self._nudge.clear()
+            try:
+                for model in [r.name for r in self.registry.records()]:
+                    record = await self._read(model)
+                    if self.settings_for(model).trigger != "manual":
+                        self.new_samples[model] = max(0, await self._rows(model) - record.feedback_rows)
+                if self.is_leader():
+                    await self._answer_requests()
+                    for model in list(self.records):
+                        await self._check_trigger(model)
+            except Exception:  # a duty that fails once must not end the loop for good
+                log.exception("loop duties failed; retrying")
+
+    async def _answer_requests(self) -> None:
+        box = self.requests
+        for path, request in await asyncio.to_thread(box.pending):
+            try:
+                if request is None or request.get("action") not in ("start", "cancel"):
+                    raise Conflict(f"unreadable loop request {path.name}")
+                model = str(request["model"])
+                if request["action"] == "start":
+                    result = await self._start(model, str(request.get("reason", "manual")))
+                else:
+                    result = (await self.launcher.cancel(str(request["job_id"]))).to_dict()
+            except Exception as exc:
+                await asyncio.to_thread(box.answer, path, error=exc)
+            else:
+                await asyncio.to_thread(box.answer, path, result=result)
+
+    async def _check_trigger(self, model: str) -> None:
+        settings = self.settings_for(model)
+        if settings.trigger == "manual":
+            return
+        record = self.records.get(model) or JobRecord()
+        new = self.new_samples.get(model, 0)
+        busy = record.running_id is not None or model in self._starting or self._on_trial(model)
+        if busy or new == 0:
+            return
+        if settings.trigger == "samples" and new >= settings.trigger_samples:
+            await self._start_quietly(model, f"{new} new feedback samples")
+        elif (settings.trigger == "schedule"
+              and time.monotonic() - self._since.setdefault(model, time.monotonic()) >= settings.trigger_interval_seconds):
+            await self._start_quietly(model, f"schedule ({new} new samples)")
+
+    def _on_trial(self, model: str) -> bool:
         trial = self.canary(model)
-        busy = model in self.running or model in self._starting or (trial is not None and trial.live)
-        if not busy:
-            self.registry.spawn(self._start_quietly(model, reason))
+        return trial is not None and trial.live
 
     async def _start_quietly(self, model: str, reason: str) -> None:
         try:
-            await self.start(model, reason=reason)
+            await self._start(model, reason)
         except Exception as exc:  # a trigger has no client to answer; the log is the report
             log.error("model %s: could not start a fine-tune job (%s): %s", model, reason,
                       getattr(exc, "message", exc))
 
-    async def _schedule(self, model: str, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            if self.new_samples.get(model, 0) > 0:
-                self._try_start(model, f"schedule ({self.new_samples[model]} new samples)")
+    def feedback_arrived(self, model: str, samples: int) -> None:
+        """Feedback was stored here: the leader looks at the triggers now, not at its next poll."""
+        self._nudge.set()
+
+    # ------------------------------------------------------------- records
+    async def _rows(self, model: str) -> int:
+        scan = self._scans.get(model)
+        if scan is None:
+            scan = self._scans[model] = FeedbackScan(feedback_dir(self.registry.repo.root, model))
+
+        def count() -> int:
+            scan.update()
+            return scan.rows
+
+        return await asyncio.to_thread(count)
+
+    async def _read(self, model: str) -> JobRecord:
+        record = self.records[model] = await asyncio.to_thread(read_record, self.registry.repo.root, model)
+        return record
+
+    async def _write(self, model: str, record: JobRecord) -> None:
+        await asyncio.to_thread(write_record, self.registry.repo.root, model, record)
+        self.records[model] = record
 
     def parameters(self, model: str) -> dict[str, Any]:
         out: dict[str, Any] = {"finetune_trigger": self.settings_for(model).trigger,
                                "feedback_samples_since_job": self.new_samples.get(model, 0)}
-        if model in self.running:
-            out["finetune_job"] = self.running[model]
-        if model in self.last:
-            last = self.last[model]
-            out["last_finetune_job"] = {k: last[k] for k in ("job_id", "state", "message", "finished_at")}
+        record = self.records.get(model)
+        if record is not None and record.running_id:
+            out["finetune_job"] = record.running_id
+        if record is not None and record.last:
+            out["last_finetune_job"] = {k: record.last.get(k) for k in ("job_id", "state", "message", "finished_at")}
         return out
 
     async def close(self) -> None:
-        for task in self._schedules.values():
-            task.cancel()
+        if self._duty is not None:
+            self._duty.cancel()
+        await self.deposed()
         await self.launcher.close()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
