@@ -4,8 +4,9 @@ process writes its own segments, and the disk is bounded across them."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
+from gateway.core.errors import Conflict
 from gateway.loop import capture_log
 from gateway.loop.capture import CAPTURE_DIR, Captured, CaptureStore, new_instance_id
 from model_repo import Repository
@@ -146,17 +148,20 @@ def test_a_dead_instances_directory_is_removed_once_stale_with_its_claims(tmp_pa
     newcomer.close()
 
 
-def _try_claim(args) -> bool:
-    return capture_log.claim(*args)
+_CLAIM = "import sys; from pathlib import Path; from gateway.loop import capture_log; " \
+         "print(capture_log.claim(Path(sys.argv[1]), 'c1'))"
 
 
 def test_a_claim_is_won_by_exactly_one_of_several_processes(tmp_path):
     store = CaptureStore(tmp_path / CAPTURE_DIR, instance="a-1-0000", max_requests=10, max_bytes=1 << 20)
     store.put(["c1"], _item(1))
     segment = store.find("c1").segment
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        won = pool.map(_try_claim, [(segment, "c1")] * 8)
-    assert sum(won) == 1
+    claimers = [subprocess.Popen([sys.executable, "-c", _CLAIM, str(segment)], stdout=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    won = [c.communicate(timeout=60)[0].strip() for c in claimers]
+    assert sorted(won) == ["False"] * 3 + ["True"]
+    with pytest.raises(Conflict, match="already labelled"):  # this process, too, sees the winner's claim
+        store.claim("c1", store.find("c1"))
     store.close()
 
 
