@@ -28,9 +28,6 @@ A model that does not batch is captured as one example (a leading axis of 1).
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -46,18 +43,12 @@ from .capture_index import CaptureIndex
 from .capture_log import Captured, check_instance
 
 __all__ = ["CAPTURE_DIR", "STALE_AFTER_SECONDS", "Captured", "CaptureStore", "Found", "captured_feeds",
-           "new_instance_id", "predicted_classes"]
+           "check_instance", "predicted_classes"]
 
 log = logging.getLogger("tunegate.capture")
 
 CAPTURE_DIR = ".capture"
 STALE_AFTER_SECONDS = 3600.0
-
-
-def new_instance_id() -> str:
-    """An id for this process incarnation: host, pid and a random part (a pid is reused)."""
-    host = "".join(c if c.isalnum() or c in "._-" else "_" for c in socket.gethostname())[:60] or "host"
-    return check_instance(f"{host.lstrip('._-') or 'host'}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def captured_feeds(signature: Signature, item: Captured) -> dict[str, np.ndarray]:
