@@ -171,3 +171,16 @@ def test_instance_ids_name_a_directory():
     for bad in ("", "../x", "a/b", "seg-00000001.labelled", "x" * 200):
         with pytest.raises(ValueError):
             CaptureStore(Path("/tmp"), instance=bad, max_requests=1, max_bytes=1)
+
+
+def test_segments_written_before_instance_directories_are_still_labelled_once(tmp_path):
+    root = tmp_path / "clf" / CAPTURE_DIR
+    root.mkdir(parents=True)
+    (root / "seg-00000001.cap").write_bytes(capture_log.encode("old1", _item(5)))  # the former layout
+    store = CaptureStore(root, instance="up-1-0000", max_requests=10, max_bytes=1 << 20)
+    found = store.find("old1")
+    assert found.item.inputs["X"][0, 0] == 5
+    store.claim("old1", found)
+    with pytest.raises(Conflict):
+        store.check_unlabelled("old1", store.find("old1"))
+    store.close()
