@@ -12,14 +12,14 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from model_repo import check_model_name
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..core.budget import Claim
 from ..core.errors import BadRequest, BinaryDataError, ClientClosedRequest, ServerNotReady, Unauthorized
 from ..core.shm import SharedMemoryRegions
 from ..core.types import InferRequest, InputSpec
 from .codec import brief, decode_request, encode_response, parse_json_object, response_cost
-from .keys import BUDGET, DATAPLANE, METRICS_REGISTRY, SETTINGS, SHM
+from .keys import BUDGET, DATAPLANE, GATEWAY, SETTINGS, SHM
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -191,8 +191,7 @@ async def repository_unload(request: web.Request) -> web.Response:
 
 # ----------------------------------------------------------------- metrics
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(request.app[METRICS_REGISTRY]),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=await request.app[GATEWAY].scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def add_routes(app: web.Application) -> None:
