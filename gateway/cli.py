@@ -18,6 +18,7 @@ import functools
 import signal
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from .settings import Settings, load_settings
 if TYPE_CHECKING:
     from .grpc.server import GrpcServer
     from .server import Gateway
+    from .workers import WorkerSlot
 
 log = logging.getLogger("tunegate.gateway")
 
@@ -51,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="/v2/health/ready only when every model that should load is ready (default: on)")
     parser.add_argument("--exit-on-error", action="store_true", default=None,
                         help="exit (status 1) when a model fails its initial load, instead of serving the rest")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="serving processes sharing the ports (default 1; README, Scale out)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -58,7 +62,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {"repo": args.repo, "host": args.host, "port": args.port, "grpc_port": args.grpc_port,
                  "model_control": args.model_control,
                  "log_level": args.log_level, "strict_readiness": args.strict_readiness,
-                 "exit_on_error": args.exit_on_error}
+                 "exit_on_error": args.exit_on_error, "workers": args.workers}
     if args.provider:
         overrides["runtime"] = {"provider": args.provider}  # merged into the file's [runtime] table
     return load_settings(args.config, **overrides)
@@ -66,28 +70,47 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers > 1:
+        from .workers import run_workers
+
+        _log_to_stderr(settings, "")
+        return run_workers(settings)
+    _log_to_stderr(settings, "")
     # Bound before any model loads: a port clash is told in one line at once, not after
     # minutes of loading.
     sock = listen(settings.host, settings.port)
+    _run(settings, sock, None)
+    return 0
+
+
+def serve_worker(settings: Settings, worker: WorkerSlot) -> None:
+    """One of ``--workers N`` (the supervisor's child): the same server, on shared ports."""
+    _log_to_stderr(settings, f"[w{worker.index}]")
+    _run(settings, listen(settings.host, settings.port, reuse_port=True), worker)
+
+
+def _log_to_stderr(settings: Settings, tag: str) -> None:
+    logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s")
+
+
+def _run(settings: Settings, sock: socket.socket, worker: WorkerSlot | None) -> None:
     try:
         if settings.event_loop == "uvloop":
             import uvloop  # libuv's loop: measured cheaper per request than asyncio's (README, Serve)
 
-            uvloop.run(_serve_until_signalled(settings, sock))
+            uvloop.run(_serve_until_signalled(settings, sock, worker))
         else:
-            asyncio.run(_serve_until_signalled(settings, sock))
+            asyncio.run(_serve_until_signalled(settings, sock, worker))
     finally:
         sock.close()
-    return 0
 
 
-async def _serve_until_signalled(settings: Settings, sock: socket.socket) -> None:
+async def _serve_until_signalled(settings: Settings, sock: socket.socket, worker: WorkerSlot | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with serving(settings, sock) as where:
+    async with serving(settings, sock, worker) as where:
         grpc = f"grpc://{where.grpc} (KServe v2 gRPC)" if where.grpc else "no gRPC (--grpc-port 0)"
         log.info("serving %s on http://%s (KServe v2 REST) and %s", settings.repo, where.http, grpc)
         await stop.wait()
@@ -101,19 +124,22 @@ class Serving:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, sock: socket.socket) -> AsyncIterator[Serving]:
+async def serving(settings: Settings, sock: socket.socket, worker: WorkerSlot | None = None) -> AsyncIterator[Serving]:
     """Both front ends over one gateway, HTTP on ``sock`` and gRPC on ``settings.grpc_port``
-    (0: off), until the block ends; then a graceful stop (see the module's docstring)."""
+    (0: off), until the block ends; then a graceful stop (see the module's docstring). As
+    one of several ``worker``s, the ports are shared and metrics summed over the workers."""
     from aiohttp import web  # aiohttp, grpc, onnxruntime and friends: after the cheap checks
 
     from .http.app import AccessLogger, create_app
     from .server import Gateway
 
     gateway = Gateway.build(settings)
-    grpc_server = _bind_grpc(gateway, settings.host, settings.grpc_port) if settings.grpc_port else None
+    shared = worker is not None
+    grpc_server = _bind_grpc(gateway, settings.host, settings.grpc_port, shared) if settings.grpc_port else None
     stops = []
+    grpc_started = False
     try:
-        async with gateway.running():
+        async with _sibling_workers(gateway, worker), gateway.running():
             app = create_app(settings, gateway=gateway)
             runner = web.AppRunner(app, handler_cancellation=True, access_log_class=AccessLogger,
                                    access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
@@ -124,6 +150,7 @@ async def serving(settings: Settings, sock: socket.socket) -> AsyncIterator[Serv
                 await web.SockSite(runner, sock).start()
                 if grpc_server is not None:
                     await grpc_server.start()
+                    grpc_started = True
                     stops.append(functools.partial(grpc_server.stop, settings.exit_timeout_seconds))
                 yield Serving(gateway, _url_host(sock.getsockname()),
                                 _url_host((settings.host, grpc_server.port)) if grpc_server else None)
@@ -131,27 +158,47 @@ async def serving(settings: Settings, sock: socket.socket) -> AsyncIterator[Serv
                 gateway.begin_shutdown()  # not ready; queued requests run without waiting for batches
                 await asyncio.gather(*(stop() for stop in stops))  # both front ends drain at once
     finally:
-        if grpc_server is not None and len(stops) < 2:  # bound, never started: let the port go
+        if grpc_server is not None and not grpc_started:  # bound, never started: let the port go
             await grpc_server.server.stop(None)
 
 
-def _bind_grpc(gateway: Gateway, host: str, port: int) -> GrpcServer:
+@contextlib.asynccontextmanager
+async def _sibling_workers(gateway: Gateway, worker: WorkerSlot | None) -> AsyncIterator[None]:
+    """As one of several workers: our metrics served to the others, theirs summed into ours."""
+    if worker is None:
+        yield
+        return
+    from .http.worker_peers import WorkerPeers
+
+    peers = WorkerPeers(Path(worker.run_dir), worker.index, worker.count)
+    await peers.start(gateway.metrics)
+    gateway.peer_metrics = peers.fetch
+    try:
+        yield
+    finally:
+        await peers.close()
+
+
+def _bind_grpc(gateway: Gateway, host: str, port: int, shared: bool) -> GrpcServer:
     from .grpc.server import BindError, GrpcServer
 
     # grpc logs a failed bind as a C++ log line and tells only that it failed: a plain
     # socket on the same address first says why, in one line of ours.
-    with contextlib.closing(listen(host, port, flag="--grpc-port")):
+    with contextlib.closing(listen(host, port, flag="--grpc-port", reuse_port=shared)):
         pass
     try:
-        return GrpcServer.bind(gateway, host, port)
+        return GrpcServer.bind(gateway, host, port, reuse_port=shared)
     except BindError:  # taken in between
         raise ListenError(f"cannot listen on {_url_host((host, port))} for gRPC; choose another port with "
                           "--grpc-port N, or --grpc-port 0 to serve HTTP only") from None
 
 
-def listen(host: str, port: int, backlog: int = 128, *, flag: str = "--port") -> socket.socket:
+def listen(host: str, port: int, backlog: int = 128, *, flag: str = "--port", reuse_port: bool = False,
+           listening: bool = True) -> socket.socket:
     """A listening socket on ``host:port`` (the first address the name resolves to); ``flag``
-    is the option that chooses the port, for the message when it cannot."""
+    is the option that chooses the port, for the message when it cannot. ``reuse_port``:
+    shared with the other workers (SO_REUSEPORT); not ``listening``: only bound, holding
+    the port for them."""
     where = _url_host((host, port))
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
@@ -162,7 +209,17 @@ def listen(host: str, port: int, backlog: int = 128, *, flag: str = "--port") ->
     try:
         # SO_REUSEADDR (set by create_server), as asyncio would: a restart is not refused
         # while the previous process's connections sit in TIME_WAIT.
-        sock = socket.create_server(address, family=family, backlog=backlog)
+        if listening:
+            sock = socket.create_server(address, family=family, backlog=backlog, reuse_port=reuse_port)
+        else:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
     except OSError as exc:
         raise ListenError(f"cannot listen on {where}: {_why(exc, host, flag)}") from None
     sock.setblocking(False)

@@ -16,16 +16,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from model_repo import Repository, RepositoryWatcher
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from .core.budget import MemoryBudget
 from .core.dataplane import DataPlane
 from .core.errors import GatewayError, StartupError
 from .core.metrics import build_registry
+from .core.metrics_merge import merge_expositions
 from .core.registry import Registry, RuntimeFactory
 from .core.shm import SharedMemoryRegions
 from .core.stats import StatsBook
@@ -51,6 +52,8 @@ class Gateway:
     loop: Loop
     shm: SharedMemoryRegions  # Triton's system shared-memory regions (off unless allowed)
     request_ids: RequestIds  # ids for requests that came without one, on every front end
+    # With several serving workers on the host: the other workers' metrics, to sum into ours.
+    peer_metrics: Callable[[], Awaitable[list[str]]] | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, metrics_registry: CollectorRegistry | None = None,
@@ -93,6 +96,12 @@ class Gateway:
         finally:
             self.shm.close()
             await self.fleet.close()
+
+    async def scrape(self) -> bytes:
+        """The Prometheus exposition: this process's, summed with its sibling workers'."""
+        if self.peer_metrics is None:
+            return generate_latest(self.metrics)
+        return merge_expositions(self.metrics, await self.peer_metrics())
 
     def begin_shutdown(self) -> None:
         """Not ready from now on; queued requests run without waiting for batches to fill."""

@@ -43,16 +43,17 @@ class GrpcServer:
         self._follow: asyncio.Task | None = None
 
     @classmethod
-    def bind(cls, gateway: Gateway, host: str, port: int) -> GrpcServer:
+    def bind(cls, gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -> GrpcServer:
         """A server listening on ``host:port`` (0: any free port), not started yet; call from
-        the event loop it will run on."""
+        the event loop it will run on. ``reuse_port``: shared with sibling workers."""
         server = grpc.aio.server(options=[
             # Requests bounded like an HTTP body; answers are not (as over HTTP): the client
             # sets what it accepts.
             ("grpc.max_receive_message_length", int(gateway.settings.max_body_bytes)),
             ("grpc.max_send_message_length", -1),
             # grpc sets SO_REUSEPORT by default: a second server would share the port silently.
-            ("grpc.so_reuseport", 0),
+            # Only ``--workers`` share it, on purpose.
+            ("grpc.so_reuseport", int(reuse_port)),
         ])
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(gateway), server)
         health = Health(gateway.dataplane)
