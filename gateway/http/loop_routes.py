@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .keys import BUDGET, CANARY, FEEDBACK, JOBS
+from .keys import BUDGET, CANARY, FEEDBACK, GATEWAY, JOBS
 from .routes import _header_length, _json, _model, protected, read_request
 
 
@@ -57,6 +57,15 @@ async def canary_rollback(request: web.Request) -> web.Response:
     return _json(await request.app[CANARY].rollback(model))
 
 
+@protected
+async def loop_leader(request: web.Request) -> web.Response:
+    """Who runs the loop's decisions among the workers and replicas over this repository."""
+    leadership = request.app[GATEWAY].loop.leadership
+    return _json({"identity": leadership.identity, "leader": leadership.is_leader,
+                  "holder": await leadership.holder(), "terms": leadership.terms,
+                  "elected_at": leadership.elected_at})
+
+
 def add_loop_routes(app: web.Application) -> None:
     model = "/v2/models/{model}"
     app.router.add_routes([
@@ -67,4 +76,5 @@ def add_loop_routes(app: web.Application) -> None:
         web.get(f"{model}/canary", canary_state),
         web.post(f"{model}/canary/promote", canary_promote),
         web.post(f"{model}/canary/rollback", canary_rollback),
+        web.get("/v2/loop/leader", loop_leader),
     ])

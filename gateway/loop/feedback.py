@@ -37,7 +37,7 @@ from .canary import CanaryController
 from .capture import (CAPTURE_DIR, STALE_AFTER_SECONDS, Captured, CaptureStore, captured_feeds, check_instance,
                       predicted_classes)
 from .labels import LabelSpec, check_labels, expect_label, label_spec
-from .leadership import default_identity
+from .leadership import process_identity
 from .settings import LoopSettings
 
 log = logging.getLogger("tunegate.feedback")
@@ -62,7 +62,7 @@ class FeedbackService:
         self.counts: dict[str, FeedbackCounts] = {}
         # This process incarnation: its captures go to a directory of its own (capture.py),
         # so the id must differ between incarnations and name a directory (checked now).
-        self.instance = check_instance(instance or default_identity())
+        self.instance = check_instance(instance or process_identity())
         self.capture_stale_after = capture_stale_after
         self._writers: dict[str, FeedbackWriter] = {}
         self._captures: dict[str, CaptureStore] = {}

@@ -37,10 +37,12 @@ from typing import Protocol
 log = logging.getLogger("tunegate.leader")
 
 
-def default_identity() -> str:
-    """The pod's name on Kubernetes (the chart sets ``POD_NAME``), else host and pid; a random
-    tail tells incarnations apart."""
-    base = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+def process_identity(name: str | None = None) -> str:
+    """This process's name in the election and on its files in the repository: ``name`` (an
+    operator's choice), else the pod's name on Kubernetes (the chart sets ``POD_NAME``), else
+    host and pid; a random tail always tells processes and incarnations apart (workers share
+    a configured name)."""
+    base = name or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     return f"{base}-{uuid.uuid4().hex[:6]}"
 
 

@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from ..core.registry import Registry
 from .canary import CanaryController
+from .leadership import Leadership
 from .feedback import FeedbackService
 from .jobs.manager import JobManager
 
@@ -18,8 +19,9 @@ class LoopCollector(Collector):
     """Feedback counts and bytes, fine-tune jobs, canary state and decisions."""
 
     def __init__(self, feedback: FeedbackService, jobs: JobManager, canary: CanaryController,
-                 registry: Registry) -> None:
+                 registry: Registry, leadership: Leadership) -> None:
         self._feedback, self._jobs, self._canary, self._registry = feedback, jobs, canary, registry
+        self._leadership = leadership
 
     def collect(self) -> Iterator[Metric]:
         # Untyped, like the nv_* families: prometheus_client would rename counters.
@@ -70,3 +72,6 @@ class LoopCollector(Collector):
                                   {"model": record.name, "side": side, "outcome": "error"}, float(data.errors))
         yield live
         yield window
+        leader = Metric("tunegate_loop_leader", "1 in the process that runs the loop's decisions, else 0", "gauge")
+        leader.add_sample("tunegate_loop_leader", {}, float(self._leadership.is_leader))
+        yield leader

@@ -193,8 +193,8 @@ class LeaderSettings(BaseModel):
     within it."""
 
     identity: str | None = None
-    """This process's name in the election (default: ``POD_NAME``, else host and pid, plus a
-    random tail)."""
+    """This process's name in the election and on its evidence and capture files (default:
+    ``POD_NAME``, else host and pid); a random tail is always added."""
 
     retry_seconds: float = Field(1.0, gt=0)
     """How often a follower tries to become leader (and a Lease leader renews)."""

@@ -25,7 +25,7 @@ from .jobs.launcher import Launcher
 from .jobs.local import LocalLauncher
 from .jobs.manager import JobManager
 from .leader_requests import RequestBox
-from .leadership import Campaign, FileLockCampaign, LeaseCampaign, Leadership, default_identity
+from .leadership import Campaign, FileLockCampaign, LeaseCampaign, Leadership, process_identity
 from .metrics import LoopCollector
 
 
@@ -63,7 +63,7 @@ class Loop:
     def __init__(self, settings: Settings, registry: Registry, dataplane: DataPlane,
                  metrics_registry: CollectorRegistry) -> None:
         leader = settings.leader
-        self.instance = leader.identity or default_identity()
+        self.instance = process_identity(leader.identity)
         # A file lock is held until its process dies: no renewal can fail, so no deadline.
         deadline = leader.lease_seconds * 2 / 3 if leader.backend == "kubernetes" else float("inf")
         self.leadership = Leadership(make_campaign(settings, self.instance), retry_seconds=leader.retry_seconds,
@@ -74,12 +74,14 @@ class Loop:
         self.jobs = JobManager(registry, make_launcher(settings), settings.loop_for, self.canary.current,
                                is_leader=is_leader, requests=RequestBox(Path(settings.repo).absolute()),
                                poll_seconds=leader.poll_seconds, request_timeout=leader.request_timeout_seconds)
-        self.feedback = FeedbackService(registry, settings, self.canary, self.jobs.feedback_arrived)
+        self.feedback = FeedbackService(registry, settings, self.canary, self.jobs.feedback_arrived,
+                                        instance=self.instance)
         self.leadership.on_change(self.jobs.elected, self.jobs.deposed)
         registry.use_router(self.canary)
         dataplane.observers.append(self._observe)
         dataplane.parameter_sources += [self.canary.parameters, self.jobs.parameters]
-        metrics_registry.register(LoopCollector(self.feedback, self.jobs, self.canary, registry))
+        metrics_registry.register(LoopCollector(self.feedback, self.jobs, self.canary, registry,
+                                                self.leadership))
 
     def start(self) -> None:
         """Campaign for the loop's leadership and run the duties every process has."""

@@ -17,7 +17,7 @@ import tritonclient.http as triton
 from gateway.core.errors import Conflict
 from gateway.loop import capture_log
 from gateway.loop.capture import CAPTURE_DIR, Captured, CaptureStore
-from gateway.loop.leadership import default_identity
+from gateway.loop.leadership import process_identity
 from model_repo import Repository
 from model_repo.feedback import FeedbackWriter, feedback_dir, read_feedback
 
@@ -167,7 +167,7 @@ def test_a_claim_is_won_by_exactly_one_of_several_processes(tmp_path):
 
 
 def test_instance_ids_name_a_directory():
-    assert capture_log.check_instance(default_identity())
+    assert capture_log.check_instance(process_identity())
     for bad in ("", "../x", "a/b", "seg-00000001.labelled", "x" * 200):
         with pytest.raises(ValueError):
             CaptureStore(Path("/tmp"), instance=bad, max_requests=1, max_bytes=1)
