@@ -9,6 +9,9 @@ adds up to a preferred size it runs the largest such prefix at once and leaves t
 queued; otherwise it runs everything at ``max_batch_size`` rows, or waits for more requests
 until the oldest one has queued for ``max_queue_delay_microseconds``. While every instance is
 busy, requests accumulate, so batches grow under load even with no delay (Triton's behaviour).
+An arrival wakes the scheduler out of that wait only when it can change the decision (the
+queue may now fill a batch, preferred sizes, several levels), so the queue is scanned once per
+batch, not once per request, and each request leaves the queue from its head in O(1).
 
 A request whose timeout passes while queued is rejected at that moment (``QueueTimeout``), or
 under ``timeout_action: DELAY`` served after everything else at its level (the policies are in
@@ -25,27 +28,29 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import GatewayError, InferenceError, ModelNotReady, QueueFull, QueueTimeout
-from .scheduling import BATCH_SCHEDULE, BatchPolicy, QueuePolicy, Schedule
+from .scheduling import BATCH_SCHEDULE, NO_SCHEDULE, BatchPolicy, QueuePolicy, Schedule
 from .stats import Timing, VersionStats
 
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
-@dataclass(eq=False)
 class _Request:
-    inputs: dict[str, np.ndarray]
-    rows: int
-    key: tuple
-    future: asyncio.Future
-    level: int = 0
-    schedule: Schedule = Schedule()
-    timer: asyncio.TimerHandle | None = None  # its timeout, while it waits
-    enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    __slots__ = ("inputs", "rows", "key", "future", "level", "schedule", "timer", "enqueued_ns")
+
+    def __init__(self, inputs: dict[str, np.ndarray], rows: int, future: asyncio.Future, level: int,
+                 schedule: Schedule) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.key = _merge_key(inputs)
+        self.future = future
+        self.level = level
+        self.schedule = schedule
+        self.timer: asyncio.TimerHandle | None = None  # its timeout, while it waits
+        self.enqueued_ns = time.perf_counter_ns()
 
 
 class _Level:
@@ -66,13 +71,23 @@ class _Level:
         yield from self.waiting
         yield from self.delayed
 
-    def keep(self, predicate: Callable[[_Request], bool]) -> None:
-        self.waiting = deque(filter(predicate, self.waiting))
-        self.delayed = deque(filter(predicate, self.delayed))
+    def remove(self, request: _Request) -> None:
+        """Take ``request`` out, wherever it is (a cancel or a batch formed out of order)."""
+        for line in (self.waiting, self.delayed):
+            if line and line[0] is request:  # the usual case: the head, O(1)
+                line.popleft()
+                return
+            try:
+                line.remove(request)
+                return
+            except ValueError:
+                pass
 
 
 def _merge_key(inputs: dict[str, np.ndarray]) -> tuple:
-    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
+    # Requests built from one signature list their inputs in one order: no sort needed (a
+    # different order only makes two requests unmergeable, never merges wrong ones).
+    return tuple([(name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()])
 
 
 class Batcher:
@@ -88,6 +103,8 @@ class Batcher:
         self._running: set[asyncio.Task] = set()
         self._closing = False
         self._flush = False
+        self._filling = False  # the scheduler is waiting out a batch's delay
+        self._queued_rows = 0
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -114,19 +131,29 @@ class Batcher:
             at = f" at priority level {level_no}" if level_no else ""
             raise QueueFull(f"{self._name}: queue full ({len(level)} requests waiting{at}); retry later")
         loop = asyncio.get_running_loop()
-        request = _Request(inputs, rows, _merge_key(inputs), loop.create_future(), level_no,
-                           Schedule(priority, timeout_us))
+        schedule = Schedule(priority, timeout_us) if priority or timeout_us else NO_SCHEDULE
+        request = _Request(inputs, rows, loop.create_future(), level_no, schedule)
         timeout = level.policy.timeout_for(timeout_us)
         if timeout:
             request.timer = loop.call_later(timeout / 1e6, self._expire, request, timeout)
         level.waiting.append(request)
-        self._stats.pending = self.pending
-        self._arrived.set()
+        self._queued_rows += rows
+        self._stats.pending += 1
+        if self._worth_waking():
+            self._arrived.set()
         try:
             return await request.future
         except asyncio.CancelledError:
             self._forget(request)  # the caller went away: it must never run
             raise
+
+    def _worth_waking(self) -> bool:
+        """Whether an arrival can change what the scheduler does now. While it waits out a
+        batch's delay, only a batch that may now be full or preferred, or a new priority
+        level, can; waking it for every arrival would rescan the queue per request."""
+        policy = self.policy
+        return (not self._filling or policy.max_batch_size == 0 or self._queued_rows >= policy.max_batch_size
+                or bool(policy.preferred_batch_sizes) or len(self._levels) > 1)
 
     def flush(self) -> None:
         """Stop waiting for batches to fill (shutting down: answer what is queued now)."""
@@ -164,19 +191,26 @@ class Batcher:
         if level.policy.delay:
             level.delayed.append(request)
         else:
-            self._stats.pending = self.pending
+            self._left(request)
             if not request.future.done():
                 request.future.set_exception(QueueTimeout(
                     f"{self._name}: request timeout expired: waited in the queue longer than {timeout_us} us"))
         self._arrived.set()  # a batch being formed may have lost a member
 
     def _forget(self, request: _Request) -> None:
+        """Take a request that will never run out of the queue, if it is still there."""
         if request.timer is not None:
             request.timer.cancel()
             request.timer = None
-        level = self._levels[request.level]
-        level.keep(lambda r: r is not request)
-        self._stats.pending = self.pending
+        if request.key is not None:  # not yet taken into a batch
+            self._levels[request.level].remove(request)
+            self._left(request)
+            self._arrived.set()  # a batch being formed may have lost a member
+
+    def _left(self, request: _Request) -> None:
+        request.key = None  # marks it out of the queue
+        self._queued_rows -= request.rows
+        self._stats.pending -= 1
 
     # ------------------------------------------------------------ scheduling
     async def _schedule(self) -> None:
@@ -198,8 +232,7 @@ class Batcher:
     async def _form_batch(self) -> list[_Request]:
         policy = self.policy
         while True:
-            self._drop_dead()
-            head = next(self._queued(), None)
+            head = self._head()
             if head is None:
                 return []
             if policy.max_batch_size == 0:
@@ -214,17 +247,32 @@ class Batcher:
             if rows >= policy.max_batch_size or blocked or self._flush or wait_ns <= 0:
                 return self._take(chosen)
             self._arrived.clear()
+            self._filling = True
             try:
                 async with asyncio.timeout(wait_ns / 1e9):
                     await self._arrived.wait()
             except TimeoutError:
                 pass
+            finally:
+                self._filling = False
+
+    def _head(self) -> _Request | None:
+        """The first queued request in service order, dropping answered ones on the way:
+        cancelled requests whose task has not yet run its clean-up (a cancel lands on the
+        future first)."""
+        for level in self._levels.values():
+            for line in (level.waiting, level.delayed):
+                while line:
+                    if not line[0].future.done():
+                        return line[0]
+                    self._forget(line[0])
+        return None
 
     def _candidates(self, head: _Request) -> tuple[list[_Request], bool]:
         """Requests that can join the head's batch, and whether a matching one did not fit."""
         chosen, rows = [], 0
         for request in self._queued():
-            if request.key != head.key:
+            if request.key != head.key or request.future.done():
                 continue
             if rows + request.rows > self.policy.max_batch_size:
                 return chosen, True
@@ -247,22 +295,13 @@ class Batcher:
         return best
 
     def _take(self, chosen: list[_Request]) -> list[_Request]:
-        taken = set(map(id, chosen))
         for request in chosen:
             if request.timer is not None:
                 request.timer.cancel()
                 request.timer = None
-        for level in {r.level for r in chosen}:
-            self._levels[level].keep(lambda r: id(r) not in taken)
-        self._stats.pending = self.pending
+            self._levels[request.level].remove(request)  # in queue order: each is at the head
+            self._left(request)
         return chosen
-
-    def _drop_dead(self) -> None:
-        """Forget requests already answered: cancelled ones whose task has not yet run its
-        clean-up (a cancel lands on the future first)."""
-        dead = [r for r in self._queued() if r.future.done()]
-        for request in dead:
-            self._forget(request)
 
     async def _execute(self, batch: Sequence[_Request]) -> None:
         try:

@@ -33,19 +33,25 @@ class Schedule:
     @classmethod
     def of(cls, parameters: Mapping[str, Any]) -> Schedule:
         """The request's ``priority`` and ``timeout`` parameters, checked (400 if malformed)."""
+        if "priority" not in parameters and "timeout" not in parameters:
+            return NO_SCHEDULE  # most requests: no new object
         return cls(_uint(parameters, "priority"), _uint(parameters, "timeout"))
 
     @classmethod
     def merged(cls, schedules: list[Schedule]) -> Schedule:
         """One batch's: its highest priority and its shortest timeout."""
+        if all(s is NO_SCHEDULE for s in schedules):
+            return NO_SCHEDULE
         priorities = [s.priority for s in schedules if s.priority]
         timeouts = [s.timeout_us for s in schedules if s.timeout_us]
         return cls(min(priorities, default=0), min(timeouts, default=0))
 
 
+NO_SCHEDULE = Schedule()
+
 # The schedule of the batch being run, so a runtime that forwards (Triton) can pass it on;
 # set by the batcher inside the task that runs the batch, so it never leaks to another one.
-BATCH_SCHEDULE = contextvars.ContextVar[Schedule]("tunegate_batch_schedule", default=Schedule())
+BATCH_SCHEDULE = contextvars.ContextVar[Schedule]("tunegate_batch_schedule", default=NO_SCHEDULE)
 
 
 def _uint(parameters: Mapping[str, Any], name: str) -> int:
@@ -158,4 +164,4 @@ class BatchPolicy:
         return priority
 
 
-__all__ = ["BATCH_SCHEDULE", "BatchPolicy", "QueuePolicy", "Schedule"]
+__all__ = ["BATCH_SCHEDULE", "NO_SCHEDULE", "BatchPolicy", "QueuePolicy", "Schedule"]

@@ -109,3 +109,52 @@ async def test_preferred_sizes_form_the_largest_preferred_batch_first():
     assert sizes == [4, 2, 1]
     for r, (outputs, timing) in zip(rows, results):
         np.testing.assert_array_equal(outputs["Y"], r * 2)
+
+
+class _CountingBatcher(Batcher):
+    """Counts the scheduler's scans of the queue (how often it looks for a batch)."""
+
+    scans = 0
+
+    def _candidates(self, head):
+        self.scans += 1
+        return super()._candidates(head)
+
+
+async def _doubled(inputs):
+    return {"Y": inputs["X"] * 2}
+
+
+async def test_arrivals_during_the_delay_do_not_rescan_the_queue_per_request():
+    batcher = _CountingBatcher(_doubled, BatchPolicy(max_batch_size=64, max_queue_delay_us=60_000_000),
+                               concurrency=1, stats=VersionStats(), name="test")
+    batcher.start()
+    rows = [np.array([[float(i)]]) for i in range(20)]
+    tasks = []
+    for r in rows:  # one at a time, each queued before the next arrives
+        tasks.append(asyncio.create_task(batcher.submit({"X": r}, 1)))
+        while batcher.pending < len(tasks):
+            await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    batcher.flush()  # stop waiting out the (long) delay
+    results = await asyncio.gather(*tasks)
+    await batcher.close()
+    assert batcher.scans <= 3  # the first arrival, the flush: not one scan per request
+    for r, (outputs, timing) in zip(rows, results):
+        np.testing.assert_array_equal(outputs["Y"], r * 2)
+        assert timing.batch_size == 20
+
+
+async def test_a_full_batch_runs_without_waiting_out_the_delay():
+    batcher = Batcher(_doubled, BatchPolicy(max_batch_size=4, max_queue_delay_us=60_000_000), concurrency=1,
+                      stats=VersionStats(), name="test")
+    batcher.start()
+    first = [asyncio.create_task(batcher.submit({"X": np.array([[float(i)]])}, 1)) for i in range(3)]
+    while batcher.pending < 3:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the scheduler is waiting out the delay for a batch of 3
+    last = await batcher.submit({"X": np.array([[3.0]])}, 1)  # the 4th row fills it: it runs now
+    results = await asyncio.gather(*first)
+    await batcher.close()
+    assert [t.batch_size for _, t in results] == [4, 4, 4] and last[1].batch_size == 4
+    assert batcher.pending == 0
