@@ -80,10 +80,13 @@ class DataPlane:
             started = time.perf_counter_ns()
             try:
                 schedule = Schedule.of(request.parameters)  # priority and timeout (µs), Triton's names
-                feeds, rows = served.signature.check(request)
-                wanted = ([o.name for o in request.outputs] if request.outputs is not None
-                          else served.signature.output_names)
-                served.signature.check_outputs(wanted)
+                signature = served.signature
+                feeds, rows = signature.check(request)
+                if request.outputs is None:
+                    wanted = signature.output_names
+                else:
+                    wanted = [o.name for o in request.outputs]
+                    signature.check_outputs(wanted)
                 feeds = served.runtime.prepare(feeds)
                 outputs, timing = await served.batcher.submit(feeds, rows, priority=schedule.priority,
                                                               timeout_us=schedule.timeout_us)
@@ -98,16 +101,15 @@ class DataPlane:
                 raise
             elapsed = time.perf_counter_ns() - started
             served.stats.record_success(rows, elapsed, timing)
-        binary = {o.name: o.binary for o in request.outputs or ()}
-        response = InferResponse(
-            model_name=model,
-            model_version=str(served.version),
-            id=request.id,
-            outputs=[(name, outputs[name],
-                      request.binary_output if binary.get(name) is None else bool(binary[name]))
-                     for name in wanted],
-        )
-        self._observe(model, served.version, True, elapsed, request, (feeds, outputs))
+        if request.outputs is None:
+            answers = [(name, outputs[name], request.binary_output) for name in wanted]
+        else:
+            answers = [(o.name, outputs[o.name], request.binary_output if o.binary is None else bool(o.binary))
+                       for o in request.outputs]
+        response = InferResponse(model_name=model, model_version=str(served.version), id=request.id,
+                                 outputs=answers)
+        if self.observers:
+            self._observe(model, served.version, True, elapsed, request, (feeds, outputs))
         return response
 
     def _observe(self, model: str, version: int, ok: bool, elapsed_ns: int, request: InferRequest,

@@ -47,7 +47,7 @@ class Signature:
 
         return cls(metas(config.input), metas(config.output), config.max_batch_size)
 
-    @property
+    @functools.cached_property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
@@ -71,22 +71,29 @@ class Signature:
                              f"{meta.shape(self.batching)}")
 
     def check(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
-        """The model's feeds and the request's batch size (1 for a model that does not batch)."""
+        """The model's feeds and the request's batch size (1 for a model that does not batch).
+        Each input's header is checked here unless the codec checked it against this signature."""
+        if request.checked is not self:
+            for tensor in request.inputs:
+                self.check_input(tensor.name, tensor.datatype, tensor.shape)
         given = {t.name: t for t in request.inputs}
-        for tensor in request.inputs:
-            self.check_input(tensor.name, tensor.datatype, tensor.shape)
-        missing = sorted(self._by_name.keys() - given.keys())
-        if missing:
+        if len(given) < len(self._by_name):  # every given name is known by now
+            missing = sorted(self._by_name.keys() - given.keys())
             raise BadRequest(f"missing input {missing[0]!r}; the model takes {sorted(self._by_name)}")
+        feeds = {name: given[name].data for name in self._by_name}
         if not self.batching:
-            return {name: given[name].data for name in self._by_name}, 1
+            return feeds, 1
         rows = {given[name].shape[0] for name in self._by_name}
         if len(rows) > 1:
             raise BadRequest(f"the inputs have different batch sizes {sorted(rows)}")
-        return {name: given[name].data for name in self._by_name}, rows.pop()
+        return feeds, rows.pop()
 
     def check_outputs(self, names: list[str]) -> None:
-        known = set(self.output_names)
+        known = self._output_set
         for name in names:
             if name not in known:
                 raise BadRequest(f"unknown output {name!r}; the model has {self.output_names}")
+
+    @functools.cached_property
+    def _output_set(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.outputs)

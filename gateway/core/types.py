@@ -50,6 +50,9 @@ class InferRequest:
     id: str | None = None
     binary_output: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
+    # The spec each input's header was checked against while decoding (a front end's codec
+    # sets it): the DataPlane checks the headers again only against another signature.
+    checked: InputSpec | None = None
 
 
 @dataclass

@@ -64,7 +64,7 @@ def decode_request(message: pb.ModelInferRequest, *, max_elements: int, spec: In
         inputs.append(_decode_input(tensor, raw[index] if raw else None, limits))
     outputs = [_decode_output(output, shm) for output in message.outputs] or None
     return InferRequest(inputs=inputs, outputs=outputs, id=message.id or None,
-                        parameters=parameters(message.parameters))
+                        parameters=parameters(message.parameters), checked=spec)
 
 
 def parameters(entries: Any) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
         raise BadRequest("'id' must be a string")
     return InferRequest(inputs=inputs, outputs=outputs, id=request_id,
                         binary_output=bool(parameters.get("binary_data_output", False)),
-                        parameters=parameters)
+                        parameters=parameters, checked=spec)
 
 
 def parse_json_object(text: bytes, what: str, claim: Claim | None = None) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.http._utils import _get_inference_request
 
+from gateway.core.errors import BadRequest
+from gateway.core.signature import Signature, TensorMeta
 from gateway.core.types import InferResponse
 from gateway.http.codec import decode_request, encode_response
 
@@ -56,3 +58,19 @@ def test_json_numbers_take_any_nesting_the_shape_allows():
         assert decoded.dtype == np.int16 and decoded.tolist() == [[1, 2], [3, 4]]
     doc = {"inputs": [{"name": "T", "shape": [2], "datatype": "UINT64", "data": [0, 2**64 - 1]}]}
     assert decode_request(json.dumps(doc).encode(), None, max_elements=10).inputs[0].data.tolist() == [0, 2**64 - 1]
+
+
+def _signature(width: int) -> Signature:
+    return Signature((TensorMeta("X", "FP32", (width,)),), (TensorMeta("Y", "FP32", (1,)),), max_batch_size=4)
+
+
+def test_inputs_are_checked_once_against_the_signature_they_were_decoded_for():
+    body = json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 3], "data": list(range(6))}]})
+    decoded_for = _signature(3)
+    request = decode_request(body.encode(), None, max_elements=1 << 20, spec=decoded_for)
+    assert request.checked is decoded_for
+    feeds, rows = decoded_for.check(request)
+    assert rows == 2 and feeds["X"].shape == (2, 3)
+    # Routed to another version (a canary with another signature): its own check runs in full.
+    with pytest.raises(BadRequest, match="shape"):
+        _signature(4).check(request)
