@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .submit import add_arguments as add_submit_arguments
 
     add_submit_arguments(parser.add_argument_group("on Kubernetes"))
+    from .spark_launch import add_arguments as add_spark_arguments
+
+    add_spark_arguments(parser.add_argument_group("on Spark"))
     _show_defaults(parser)
 
 
@@ -49,8 +52,7 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .errors import NotPromoted
-    from .launcher import check_data_paths, launch, topology
-    from .preflight import check_data, model_input_shape
+    from .preflight import model_input_shape
     from .source import resolve_base
 
     validate(args)
@@ -59,16 +61,15 @@ def run(args: argparse.Namespace) -> int:
 
         return submit(args)
     base = resolve_base(args.repo, args.model, args.version)
-    check_data_paths(list(args.data) + list(args.val_data or []))
-    # Before horovodrun: a rank would find the same mistakes only after TensorFlow and
-    # Horovod start, and report them inside horovodrun's traceback.
-    check_data([*args.data, *(args.val_data or [])], features=args.features, label=args.label,
-               model=args.model, model_input=model_input_shape(base.repo, args.model))
-    topo = topology(args.np, args.hosts, elastic=args.elastic, min_np=args.min_np, max_np=args.max_np,
-                    discovery_script=args.host_discovery_script)
+    model_input = model_input_shape(base.repo, args.model)
     echo = sys.stderr if args.json else sys.stdout
     try:
-        result = launch(args, topo, echo=echo)
+        if args.launcher == "spark":
+            from .spark_launch import launch_spark
+
+            result = launch_spark(args, model_input=model_input, echo=echo)
+        else:
+            result = _launch_horovodrun(args, model_input, echo)
     except Exception as exc:
         if args.json and hasattr(exc, "details"):
             status = "not_promoted" if isinstance(exc, NotPromoted) else "error"
@@ -82,3 +83,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.model}: version {result['version']} published (parent {summary['parent_version']}, "
               f"{summary['world_size']} ranks, {summary['mode']} mode); {summary['gate']['message']}")
     return EXIT_OK
+
+
+def _launch_horovodrun(args: argparse.Namespace, model_input, echo) -> dict:
+    from .launcher import check_data_paths, launch, topology
+    from .preflight import check_data
+
+    check_data_paths(list(args.data) + list(args.val_data or []))
+    # Before horovodrun: a rank would find the same mistakes only after TensorFlow and
+    # Horovod start, and report them inside horovodrun's traceback.
+    check_data([*args.data, *(args.val_data or [])], features=args.features, label=args.label,
+               model=args.model, model_input=model_input)
+    topo = topology(args.np, args.hosts, elastic=args.elastic, min_np=args.min_np, max_np=args.max_np,
+                    discovery_script=args.host_discovery_script)
+    return launch(args, topo, echo=echo)

@@ -2,7 +2,8 @@
 
 Every source becomes a pair of arrays (features ``x``, labels ``y``). Columns are chosen by
 name: ``features`` (default: every column but the label; for .npz the array ``x``) and
-``label`` (default ``label``; for .npz ``y`` when there is no ``label``). A directory, or
+``label`` (default ``label``; for .npz ``y`` when there is no ``label``). A directory named
+``*.parquet`` (what Spark writes: part files) is one Parquet table; any other directory, or
 ``feedback:`` (the model's default store), is read as a feedback store.
 
 The digest is over the arrays' content, not the files, so the same data in two formats
@@ -23,6 +24,13 @@ from model_repo.feedback import FeedbackCorrupt, feedback_dir, read_feedback
 from .errors import DataError
 
 FEEDBACK_SCHEME = "feedback:"
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def is_parquet_dir(path: Path) -> bool:
+    """A directory of Parquet part files (Spark's output), read as one table."""
+    return path.suffix.lower() in PARQUET_SUFFIXES and path.is_dir()
 
 
 @dataclass
@@ -56,7 +64,8 @@ def _feedback_store(spec: str, repo_root: Path | None, model: str | None) -> Pat
         if repo_root is None or model is None:
             raise DataError("'feedback:' needs --repo and --model")
         return feedback_dir(repo_root, model)
-    return Path(spec) if Path(spec).is_dir() else None
+    path = Path(spec)
+    return path if path.is_dir() and not is_parquet_dir(path) else None
 
 
 def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, label: str | None = None,
@@ -89,13 +98,13 @@ def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, la
 
 
 def _load_file(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[np.ndarray, np.ndarray]:
-    if not path.is_file():
+    if not path.is_file() and not is_parquet_dir(path):
         raise DataError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
             return _load_npz(path, features, label)
-        if suffix in (".csv", ".parquet", ".pq"):
+        if suffix in TABLE_SUFFIXES:
             return _load_table(path, features, label or "label")
     except DataError:
         raise
@@ -129,6 +138,7 @@ def _load_table(path: Path, features: Sequence[str] | None, label: str) -> tuple
     else:
         import pyarrow.parquet as pq
 
+        # A directory's part files are read in name order (part-00000, ...): Spark's row order.
         table = pq.read_table(path)
     columns = table.column_names
     names = list(features) if features else [c for c in columns if c != label]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import FEEDBACK_SCHEME
-from .distributed import usable_cores
+from .distributed import default_ranks, usable_cores
 from .errors import DataError, JobFailed, TrainerError, error_from_result
 from .options import to_argv
 
@@ -42,7 +42,7 @@ def topology(np_: int | None, hosts: str | None, *, elastic: bool = False, min_n
         except (IndexError, ValueError):
             raise DataError(f"--hosts {hosts!r}: expected host:slots[,host:slots...]") from None
     else:
-        slots = np_ or usable_cores()
+        slots = np_ or default_ranks(usable_cores())
         hosts = f"localhost:{slots}"
     n = np_ or slots
     if n < 1 or n > slots:
@@ -59,7 +59,10 @@ def check_data_paths(paths: list[str]) -> None:
         if spec.startswith(FEEDBACK_SCHEME):
             continue
         if not Path(spec).exists():
-            raise DataError(f"data file not found: {spec}")
+            from .spark_data import looks_like_table
+
+            hint = " (a Spark SQL table is read with --launcher spark)" if looks_like_table(spec) else ""
+            raise DataError(f"data file not found: {spec}{hint}")
 
 
 def command(topo: Topology, job_argv: list[str], result_file: Path, workdir: Path) -> list[str]:
@@ -104,9 +107,15 @@ def launch(args, topo: Topology, *, echo=sys.stdout) -> dict:
                 echo.flush()
             returncode = proc.wait()
         result = json.loads(result_file.read_text()) if result_file.is_file() else None
+    return outcome(result, f"horovodrun exited with status {returncode}")
+
+
+def outcome(result: dict | None, failure: str) -> dict:
+    """Rank 0's result if it published; else the error it reported, or :class:`JobFailed`
+    saying ``failure`` (how the launcher saw the job end) when it reported nothing."""
     if result and result.get("status") == "published":
         return result  # the version exists; a rank failing after rank 0 published changes nothing
     if result and result.get("error"):
         raise error_from_result(result["error"], result.get("message", ""), result)
-    raise JobFailed(f"horovodrun exited with status {returncode} and the job reported no outcome "
-                    "(a rank died or could not start; see its output above); nothing was published")
+    raise JobFailed(f"{failure} and the job reported no outcome (a rank died or could not start; "
+                    "see its output above); nothing was published")

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import FEEDBACK_SCHEME, npz_names
+from .data import FEEDBACK_SCHEME, TABLE_SUFFIXES, is_parquet_dir, npz_names
 from .errors import DataError
 
-_TABLES = (".csv", ".parquet", ".pq")
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -30,21 +29,27 @@ def check_data(paths: Sequence[str], *, model: str, features: Sequence[str] | No
     ``model_input`` is the model's input shape per example (-1 for any size), if known."""
     for spec in paths:
         path = Path(spec)
-        if spec.startswith(FEEDBACK_SCHEME) or path.is_dir():
+        if spec.startswith(FEEDBACK_SCHEME) or (path.is_dir() and not is_parquet_dir(path)):
             continue  # a feedback store: its reader checks its own records
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"data file not found: {path}")
         suffix = path.suffix.lower()
         if suffix == ".npz":
             per_example = _check_npz(path, features, label)
-        elif suffix in _TABLES:
+        elif suffix in TABLE_SUFFIXES:
             per_example = _check_table(path, features, label or "label")
         else:
             raise DataError(f"{path}: unsupported data format {suffix!r} "
                             "(use .npz, .csv, .parquet or a feedback store)")
-        if model_input is not None and per_example is not None and not _fits(per_example, model_input):
-            raise DataError(f"{path}: features of shape {per_example} per example do not fit the input "
-                            f"of model {model!r}, {_shape(model_input)}")
+        check_fits(path, per_example, model, model_input)
+
+
+def check_fits(where, per_example: tuple[int, ...] | None, model: str,
+               model_input: tuple[int, ...] | None) -> None:
+    """Raise :class:`DataError` when features of ``per_example`` shape cannot feed the model."""
+    if model_input is not None and per_example is not None and not _fits(per_example, model_input):
+        raise DataError(f"{where}: features of shape {per_example} per example do not fit the input "
+                        f"of model {model!r}, {_shape(model_input)}")
 
 
 def model_input_shape(repo, model: str) -> tuple[int, ...] | None:
@@ -144,6 +149,10 @@ def _check_table(path: Path, features: Sequence[str] | None, label: str) -> tupl
 
             with pacsv.open_csv(path) as reader:
                 schema = reader.schema
+        elif path.is_dir():
+            import pyarrow.dataset as ds
+
+            schema = ds.dataset(path, format="parquet").schema
         else:
             import pyarrow.parquet as pq
 
