@@ -86,3 +86,31 @@ def test_a_leader_that_dies_is_replaced(tmp_path):
 def test_identities_differ_per_process_even_with_a_configured_name():
     assert process_identity("gw") != process_identity("gw")
     assert process_identity("gw").startswith("gw-")
+
+
+def test_the_lease_backend_behind_the_same_interface_survives_an_unreachable_api_server(tmp_path, monkeypatch):
+    from model_repo.triton import free_port
+
+    from gateway.loop.leadership import LeaseCampaign
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(textwrap.dedent(f"""
+        apiVersion: v1
+        kind: Config
+        clusters: [{{name: c, cluster: {{server: "https://127.0.0.1:{free_port()}", insecure-skip-tls-verify: true}}}}]
+        users: [{{name: u, user: {{token: t}}}}]
+        contexts: [{{name: x, context: {{cluster: c, user: u, namespace: ml}}}}]
+        current-context: x
+    """))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    async def run():
+        lead = Leadership(LeaseCampaign("rel-tunegate-loop", "ml", process_identity("pod"), 15), retry_seconds=0.1,
+                          renew_deadline_seconds=10)
+        lead.start()
+        await asyncio.sleep(1.0)  # campaigns fail (connection refused): a follower, still campaigning
+        assert not lead.is_leader and not lead._task.done()
+        await lead.close()
+
+    asyncio.run(run())

@@ -387,3 +387,28 @@ def test_notes_name_both_ports(helm):
     assert "svc/rel-tunegate-gateway 8000:8000 8001:9001" in both and "GATEWAY_GRPC" in both
     http_only = notes("gateway.service.grpcPort=0")
     assert "gRPC is off" in http_only and "GATEWAY_GRPC" not in http_only
+
+
+def test_replicas_elect_the_loop_leader_with_the_charts_lease(rendered, tmp_path, monkeypatch):
+    from gateway.settings import load_settings
+
+    docs = rendered["default"]
+    lease = find(docs, "Lease", "-loop")
+    assert lease["apiVersion"] == "coordination.k8s.io/v1"
+    # The Role lets the replicas read and renew that Lease (what kubernetes.leaderelection's
+    # LeaseLock calls: read_namespaced_lease, replace_namespaced_lease), and no other.
+    rules = [r for r in find(docs, "Role")["rules"] if r["apiGroups"] == ["coordination.k8s.io"]]
+    assert rules == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "resourceNames": [lease["metadata"]["name"]], "verbs": ["get", "update"]}]
+    container = _gateway_container(docs)
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e
+           and "fieldRef" in e["valueFrom"]}
+    assert env["POD_NAME"] == "metadata.name" and env["TUNEGATE_LEADER__NAMESPACE"] == "metadata.namespace"
+    path = tmp_path / "gateway.json"
+    path.write_text(find(docs, "ConfigMap", "-gateway")["data"]["gateway.json"])
+    monkeypatch.setenv("TUNEGATE_LEADER__NAMESPACE", "ml")
+    settings = load_settings(path)
+    assert settings.leader.backend == "kubernetes" and settings.leader.lease_name == lease["metadata"]["name"]
+    assert settings.leader.namespace == "ml" and settings.workers == 1
+    # More replicas than one by default: correct because every replica follows one leader.
+    assert find(docs, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2

@@ -100,6 +100,11 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The headless Service the fine-tune ranks are a subdomain of: rank 0 of job J is
 reachable as J-0.<this name>. */}}
+{{/* The Lease the gateway replicas elect the loop's leader with (gateway/loop/leadership.py). */}}
+{{- define "tunegate.leaseName" -}}
+{{- include "tunegate.componentName" (dict "root" . "suffix" "loop") }}
+{{- end }}
+
 {{- define "tunegate.finetuneServiceName" -}}
 {{- include "tunegate.componentName" (dict "root" . "suffix" "finetune") }}
 {{- end }}
