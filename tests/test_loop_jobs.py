@@ -57,3 +57,21 @@ def test_job_that_fails_or_is_not_promoted_leaves_serving_untouched(digits_repo,
         assert meta["versions"] == [str(versions[-1])] and "canary" not in meta["parameters"]
         assert meta["parameters"]["last_finetune_job"]["state"] == job["state"]
         assert server.json("GET", "/v2/models/digits/finetune/nope", headers=KEY)[0] == 404
+
+
+def test_a_job_started_through_a_follower_is_started_once_by_the_leader(digits_repo, tmp_path):
+    repo, _ = digits_repo
+    loop = {"np": 1, "jobs_dir": str(tmp_path / "jobs"), "data": ["feedback:", str(tmp_path / "missing.npz")]}
+    settings = [make_settings(repo, api_key=API_KEY, loop=loop) for _ in range(2)]
+    with serve(settings[0]) as a, serve(settings[1]) as b:
+        wait_for(lambda: a.json("GET", "/v2/loop/leader", headers=KEY)[1]["leader"]
+                 or b.json("GET", "/v2/loop/leader", headers=KEY)[1]["leader"], what="a leader")
+        leader, follower = (a, b) if a.json("GET", "/v2/loop/leader", headers=KEY)[1]["leader"] else (b, a)
+        status, started = follower.json("POST", "/v2/models/digits/finetune", headers=KEY)
+        assert status == 202 and started["trigger"] == "manual", started
+        status, refused = leader.json("POST", "/v2/models/digits/finetune", headers=KEY)
+        assert status == 409 and started["job_id"] in refused["error"], refused  # the same one job
+        job = wait_for(lambda: (lambda s, j: j if j.get("state") not in ("pending", "running") else None)(
+            *follower.json("GET", f"/v2/models/digits/finetune/{started['job_id']}", headers=KEY)), what="job end")
+        assert job["state"] == "failed" and "missing.npz" in job["message"]
+        assert [p.name for p in (tmp_path / "jobs").iterdir()] == [started["job_id"]]
