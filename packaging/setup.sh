@@ -27,6 +27,8 @@ apt_install() {
 
 # cmake 3.x from Debian: pip's cmake 4 rejects gloo's CMakeLists.
 apt_install build-essential cmake libhighwayhash-dev libfarmhash-dev
+# Java for `tunegate finetune --launcher spark` and its tests (pyspark 4 needs Java >= 17).
+apt_install openjdk-17-jre-headless
 
 [ -x "$PY" ] || { log "creating $VENV"; python3 -m venv "$VENV"; }
 
@@ -36,7 +38,7 @@ stamp=$VENV/.tunegate-deps
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing Python dependencies"
     "$PY" -m pip install -q --upgrade pip setuptools wheel
-    "$PY" -m pip install -q -e '.[tf,trainer,dev]'
+    "$PY" -m pip install -q -e '.[tf,trainer,dev,spark]'
     # A real tritonserver (Python backend only) for the Triton runtime's tests and the peer
     # benchmark. --no-deps: its numpy<2 pin is for PyTriton's own API, which we do not use;
     # the backend stub does need numpy<2, kept apart from .venv (model_repo/triton.py).
