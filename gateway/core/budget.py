@@ -31,14 +31,24 @@ JSON_OUTPUT_ELEMENT_COST = 32  # the text orjson writes per element, at most (a 
 
 def json_cost(text: bytes) -> int:
     """An upper estimate of the memory ``orjson.loads(text)`` allocates."""
-    # One pass keeps the bytes that open objects, then the counts run over what is left
-    # (three bytes.count passes cost three times as much on a numeric body).
-    opening = text.translate(None, _NOT_OPENING)
-    return (_JSON_PER_BYTE * len(text) + _JSON_PER_LIST * opening.count(b"[")
-            + _JSON_PER_DICT * opening.count(b"{") + _JSON_PER_QUOTE * opening.count(b'"'))
+    return scan_json(text)[0]
 
 
-_NOT_OPENING = bytes(b for b in range(256) if b not in b'[{"')
+def scan_json(text: bytes) -> tuple[int, bool]:
+    """:func:`json_cost`, and whether ``text`` may hold a JSON ``true`` or ``false``.
+
+    One translate pass keeps the bytes that open lists, dicts and strings, and the letters of
+    true and false; the counts and the search then run over what is left, which on a numeric
+    body is a few bytes (three counts and two searches over the whole body cost five passes).
+    Letters of strings are kept too, so the answer may be a false "maybe", never a false "no".
+    """
+    kept = text.translate(None, _NOT_KEPT)
+    cost = (_JSON_PER_BYTE * len(text) + _JSON_PER_LIST * kept.count(b"[")
+            + _JSON_PER_DICT * kept.count(b"{") + _JSON_PER_QUOTE * kept.count(b'"'))
+    return cost, b"true" in kept or b"false" in kept
+
+
+_NOT_KEPT = bytes(b for b in range(256) if b not in b'[{"truefals')
 
 
 class MemoryBudget:

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from model_repo import datatypes
 
-from ..core.budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost
+from ..core.budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost, scan_json
 from ..core.errors import BadRequest, BinaryDataError, brief
 from ..core.shm import SharedMemoryRegions, output_placement, read_input, write_output
 from ..core.tensors import check_header, from_raw, to_raw
@@ -37,8 +37,10 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
             raise BinaryDataError(f"Inference-Header-Content-Length {header_length} is outside the "
                                   f"body of {len(body)} bytes")
         header, binary = body[:header_length], memoryview(body)[header_length:]  # the header alone is copied
-    doc = parse_json_object(header, "request header", claim)
-    maybe_bools = b"true" in header or b"false" in header
+    cost, maybe_bools = scan_json(header)
+    if claim is not None:
+        claim.take(cost, "request header")
+    doc = _json_object(header, "request header")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("request needs a non-empty 'inputs' list")
@@ -76,6 +78,10 @@ def parse_json_object(text: bytes, what: str, claim: Claim | None = None) -> dic
     library would raise RecursionError), lone surrogates, NaN and Infinity."""
     if claim is not None:
         claim.take(json_cost(text), what)
+    return _json_object(text, what)
+
+
+def _json_object(text: bytes, what: str) -> dict[str, Any]:
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:

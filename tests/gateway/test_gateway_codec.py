@@ -74,3 +74,17 @@ def test_inputs_are_checked_once_against_the_signature_they_were_decoded_for():
     # Routed to another version (a canary with another signature): its own check runs in full.
     with pytest.raises(BadRequest, match="shape"):
         _signature(4).check(request)
+
+
+def test_one_scan_prices_the_json_and_finds_every_boolean_literal():
+    from gateway.core.budget import json_cost, scan_json
+
+    numbers = json.dumps({"inputs": [{"name": "X", "data": [1.5, 2e-05, 3]}]}).encode()
+    cost, maybe = scan_json(numbers)
+    assert cost == json_cost(numbers) and not maybe
+    for literal in (b"true", b"false"):
+        assert scan_json(numbers.replace(b"3]", literal + b"]"))[1]
+    # A refusal the scan makes possible: a boolean among FP32 numbers is not a number.
+    body = json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [2], "data": [1.0, True]}]})
+    with pytest.raises(BadRequest, match="bool"):
+        decode_request(body.encode(), None, max_elements=100)
