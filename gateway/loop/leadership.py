@@ -177,7 +177,7 @@ class Leadership:
                 await self._become(False)
             await asyncio.sleep(self.retry_seconds)
 
-    async def _become(self, leader: bool) -> None:
+    async def _become(self, leader: bool, *, resigning: bool = False) -> None:
         self.is_leader = leader
         if leader:
             self.terms += 1
@@ -185,7 +185,8 @@ class Leadership:
             log.info("%s leads the loop", self.identity)
         else:
             self.elected_at = None
-            log.warning("%s lost the loop's leadership", self.identity)
+            (log.info if resigning else log.warning)("%s %s the loop's leadership", self.identity,
+                                                     "resigns" if resigning else "lost")
         for callback in self._on_elected if leader else self._on_deposed:
             try:
                 await callback()
@@ -202,5 +203,5 @@ class Leadership:
                 await self._task
             self._task = None
         if self.is_leader:
-            await self._become(False)
+            await self._become(False, resigning=True)
         await asyncio.to_thread(self.campaign.resign)
