@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import logging
 import functools
 import signal
@@ -22,8 +21,8 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .core.errors import GatewayError
 from .settings import Settings, load_settings
+from .sockets import ListenError, url_host, listen
 
 if TYPE_CHECKING:
     from .grpc.server import GrpcServer
@@ -31,12 +30,6 @@ if TYPE_CHECKING:
     from .workers import WorkerSlot
 
 log = logging.getLogger("tunegate.gateway")
-
-
-class ListenError(GatewayError):
-    """The address cannot be listened on: an operator's choice to change, so usage's status."""
-
-    exit_code = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         from .workers import run_workers
 
         _log_to_stderr(settings, "")
-        return run_workers(settings)
+        return run_workers(settings, serve_worker)
     _log_to_stderr(settings, "")
     # Bound before any model loads: a port clash is told in one line at once, not after
     # minutes of loading.
@@ -152,8 +145,8 @@ async def serving(settings: Settings, sock: socket.socket, worker: WorkerSlot | 
                     await grpc_server.start()
                     grpc_started = True
                     stops.append(functools.partial(grpc_server.stop, settings.exit_timeout_seconds))
-                yield Serving(gateway, _url_host(sock.getsockname()),
-                                _url_host((settings.host, grpc_server.port)) if grpc_server else None)
+                yield Serving(gateway, url_host(sock.getsockname()),
+                                url_host((settings.host, grpc_server.port)) if grpc_server else None)
             finally:
                 gateway.begin_shutdown()  # not ready; queued requests run without waiting for batches
                 await asyncio.gather(*(stop() for stop in stops))  # both front ends drain at once
@@ -189,57 +182,5 @@ def _bind_grpc(gateway: Gateway, host: str, port: int, shared: bool) -> GrpcServ
     try:
         return GrpcServer.bind(gateway, host, port, reuse_port=shared)
     except BindError:  # taken in between
-        raise ListenError(f"cannot listen on {_url_host((host, port))} for gRPC; choose another port with "
+        raise ListenError(f"cannot listen on {url_host((host, port))} for gRPC; choose another port with "
                           "--grpc-port N, or --grpc-port 0 to serve HTTP only") from None
-
-
-def listen(host: str, port: int, backlog: int = 128, *, flag: str = "--port", reuse_port: bool = False,
-           listening: bool = True) -> socket.socket:
-    """A listening socket on ``host:port`` (the first address the name resolves to); ``flag``
-    is the option that chooses the port, for the message when it cannot. ``reuse_port``:
-    shared with the other workers (SO_REUSEPORT); not ``listening``: only bound, holding
-    the port for them."""
-    where = _url_host((host, port))
-    try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                      flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {where}: cannot resolve {host!r} ({exc.strerror}); "
-                          "choose another address with --host") from None
-    try:
-        # SO_REUSEADDR (set by create_server), as asyncio would: a restart is not refused
-        # while the previous process's connections sit in TIME_WAIT.
-        if listening:
-            sock = socket.create_server(address, family=family, backlog=backlog, reuse_port=reuse_port)
-        else:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            try:
-                sock.bind(address)
-            except OSError:
-                sock.close()
-                raise
-    except OSError as exc:
-        raise ListenError(f"cannot listen on {where}: {_why(exc, host, flag)}") from None
-    sock.setblocking(False)
-    return sock
-
-
-def _why(exc: OSError, host: str, flag: str) -> str:
-    if exc.errno == errno.EADDRINUSE and flag == "--grpc-port":
-        return ("the gRPC port is already in use (another tunegate or Triton?); choose another with "
-                "--grpc-port N (or TUNEGATE_GRPC_PORT=N), or --grpc-port 0 to serve HTTP only")
-    if exc.errno == errno.EADDRINUSE:
-        return ("the port is already in use (another tunegate or server?); choose another with --port N "
-                "(or TUNEGATE_PORT=N; with make demo: make demo PORT=N), or --port 0 for any free port")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"{host} is not an address of this machine; choose another with --host (e.g. 127.0.0.1 or 0.0.0.0)"
-    if exc.errno == errno.EACCES:
-        return f"permission denied (ports below 1024 need privileges); choose a port from 1024 up with {flag}"
-    return f"{exc.strerror or exc}"
-
-
-def _url_host(sockname: tuple) -> str:
-    host, port = sockname[0], sockname[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

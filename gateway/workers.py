@@ -22,9 +22,11 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .settings import Settings
+from .sockets import listen
 
 log = logging.getLogger("tunegate.workers")
 
@@ -38,9 +40,8 @@ class WorkerSlot:
     run_dir: str  # where the workers' metrics sockets are
 
 
-def run_workers(settings: Settings) -> int:
-    from .cli import listen, serve_worker
-
+def run_workers(settings: Settings, serve_worker: Callable[[Settings, WorkerSlot], None]) -> int:
+    """Run ``serve_worker`` in ``settings.workers`` processes until SIGINT or SIGTERM."""
     reserved = [listen(settings.host, settings.port, reuse_port=True, listening=False)]
     if settings.grpc_port:
         reserved.append(listen(settings.host, settings.grpc_port, reuse_port=True, listening=False,

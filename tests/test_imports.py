@@ -67,6 +67,10 @@ ROOMS = {
     "server.py": {"gateway.http", "gateway.grpc", "aiohttp", "grpc"},
     "http": {"gateway.grpc", "grpc"},
     "grpc": {"gateway.http", "aiohttp"},
+    # The --workers supervisor starts processes; it serves nothing and loads nothing itself.
+    "workers.py": {"gateway.http", "gateway.grpc", "gateway.loop", "gateway.server", "gateway.core.registry",
+                   "aiohttp", "grpc", "onnxruntime"},
+    "sockets.py": {"gateway.http", "gateway.grpc", "gateway.loop", "gateway.server", "aiohttp", "grpc"},
 }
 
 

@@ -17,7 +17,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 
-from gateway.cli import listen, serving
+from gateway.cli import serving
+from gateway.sockets import listen
 from gateway.server import Gateway
 from gateway.settings import Settings
 from model_repo import Repository, TensorSpec, make_config
