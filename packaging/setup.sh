@@ -29,6 +29,8 @@ apt_install() {
 apt_install build-essential cmake libhighwayhash-dev libfarmhash-dev
 # Java for `tunegate finetune --launcher spark` and its tests (pyspark 4 needs Java >= 17).
 apt_install openjdk-17-jre-headless
+# A real headless browser (and its WebDriver) for the dashboard's tests.
+apt_install chromium chromium-driver
 
 [ -x "$PY" ] || { log "creating $VENV"; python3 -m venv "$VENV"; }
 
