@@ -1,8 +1,9 @@
 """The onnxruntime backend: one InferenceSession per loaded version.
 
 onnxruntime allows concurrent ``run`` calls on one session, so ``instance_count`` is the
-size of a bounded executor rather than a number of sessions (one copy of the weights).
-Session creation, warm-up and every run happen on that executor, never on the event loop.
+number of worker threads (``Workers``) rather than a number of sessions (one copy of the
+weights). Session creation, warm-up and every run happen on those threads, never on the
+event loop.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..settings import RuntimeSettings
 from .base import Runtime
 from .providers import CUDA, ProviderChoice, choose_provider
 from .session_options import session_options
+from .workers import Workers
 
 log = logging.getLogger("tunegate.runtime")
 
@@ -40,7 +41,7 @@ class OnnxRuntime(Runtime):
         super().__init__(model, version, config, settings)
         self.path = path
         self._instances = instance_count(config, settings)
-        self._executor: ThreadPoolExecutor | None = None
+        self._workers: Workers | None = None
         self._session: ort.InferenceSession | None = None
         self._choice: ProviderChoice | None = None
 
@@ -60,10 +61,9 @@ class OnnxRuntime(Runtime):
 
     # ------------------------------------------------------------------ load
     async def load(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(self._instances, thread_name_prefix=f"ort-{self.model}-{self.version}")
+        self._workers = Workers(self._instances, f"ort-{self.model}-{self.version}")
         try:
-            await loop.run_in_executor(self._executor, self._load_blocking)
+            await self._workers.run(self._load_blocking)
         except BaseException:
             await self.unload()
             raise
@@ -146,10 +146,9 @@ class OnnxRuntime(Runtime):
         return inputs
 
     async def predict(self, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        if self._session is None or self._executor is None:
+        if self._session is None or self._workers is None:
             raise InferenceError(f"{self.model} version {self.version} is not loaded")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run_blocking, inputs, list(outputs))
+        return await self._workers.run(self._run_blocking, inputs, list(outputs))
 
     def _run_blocking(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         session = self._session
@@ -163,8 +162,8 @@ class OnnxRuntime(Runtime):
     # ---------------------------------------------------------------- unload
     async def unload(self) -> None:
         self.ready = False
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            # Waiting for the executor's threads would block the loop; wait in a thread instead.
-            await asyncio.to_thread(executor.shutdown, wait=True)
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            # Waiting for the worker threads would block the loop; wait in a thread instead.
+            await asyncio.to_thread(workers.shutdown)
         self._session = None
