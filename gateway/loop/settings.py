@@ -58,10 +58,12 @@ class LoopSettings(BaseModel):
     """Bytes of captured inputs kept per model, in memory and on disk."""
 
     # ---------------------------------------------------------- fine-tuning
-    trigger: Literal["manual", "samples", "schedule"] = "manual"
+    trigger: Literal["manual", "samples", "schedule", "drift"] = "manual"
     """When a fine-tune job starts: ``manual`` (``POST /v2/models/{m}/finetune`` only),
     ``samples`` (also after ``trigger_samples`` new feedback samples), ``schedule`` (also
-    every ``trigger_interval_seconds`` when new feedback has arrived)."""
+    every ``trigger_interval_seconds`` when new feedback has arrived), ``drift`` (also once
+    the input drift score has stayed above ``drift_threshold`` for ``drift_sustain_seconds``
+    and ``drift_min_labelled`` new feedback samples are in the store)."""
 
     trigger_samples: int = Field(1000, ge=1)
     """New feedback samples that start a job under the ``samples`` trigger."""
@@ -110,6 +112,25 @@ class LoopSettings(BaseModel):
     options: list[str] = []
     """Further ``tunegate finetune`` flags, e.g. ``["--epochs", "10"]``."""
 
+    # ---------------------------------------------------------------- drift
+    drift: bool = True
+    """Watch the inputs for drift from those the stable version was trained or converted on
+    (when its manifest has an ``input_summary``): ``parameters.drift`` in the model's
+    metadata and ``tunegate_drift_*`` metrics (README, "Drift")."""
+
+    drift_threshold: float = Field(0.2, gt=0)
+    """Drift score (the largest per-feature PSI over the window) above which inputs have
+    drifted: < 0.1 is stable, > 0.2 a significant shift."""
+
+    drift_window_seconds: float = Field(600.0, gt=0)
+    """The live inputs compared: those sampled over this long (a sliding window)."""
+
+    drift_sustain_seconds: float = Field(60.0, ge=0)
+    """``drift`` trigger: how long the score must stay above ``drift_threshold``..."""
+
+    drift_min_labelled: int = Field(100, ge=1)
+    """...and how many new feedback samples must be in the store, before a job starts."""
+
     # --------------------------------------------------------------- canary
     canary: bool = True
     """Serve a version published by a fine-tune job to a fraction of traffic first; when
@@ -119,34 +140,45 @@ class LoopSettings(BaseModel):
     """Share of unpinned requests the canary serves."""
 
     canary_window_requests: int = Field(200, ge=1)
-    """The window closes once the canary has answered this many requests..."""
+    """With no labelled answers to compare (and ``canary_wait_for_labels`` off), the canary
+    is promoted once it has answered this many requests within the guards."""
 
     canary_window_seconds: float | None = Field(None, gt=0)
-    """...or this long after the canary started, if it has answered at least
-    ``canary_min_requests`` by then."""
+    """A time cap from the version's publication: an undecided accuracy test is then
+    truncated (promoted when the evidence leans towards "as accurate", else rolled back),
+    once the canary has answered at least ``canary_min_requests``."""
 
     canary_min_requests: int = Field(20, ge=1)
-    """Fewest canary requests a time-based window decides on."""
+    """Fewest canary answers before the guards and any promotion apply."""
 
     canary_wait_for_labels: bool = False
-    """The request window also waits until each side has ``min_labelled`` labelled answers,
-    so accuracy is always compared (a ``canary_window_seconds`` window still closes on time)."""
+    """Never promote on the request window alone: wait for the accuracy test (or the time cap)."""
+
+    canary_alpha: float = Field(0.05, gt=0, lt=0.5)
+    """The accuracy test's chance of rolling back a canary that is as accurate as the stable
+    version (README, "Canary")."""
+
+    canary_beta: float = Field(0.1, gt=0, lt=0.5)
+    """Its chance of promoting a canary that is less accurate by ``canary_mde``."""
+
+    canary_mde: float = Field(0.05, gt=0, lt=1)
+    """The smallest accuracy drop the test is built to catch (absolute: 0.05 = 5 points)."""
+
+    canary_sticky: bool = True
+    """A request carrying ``parameters.client_id`` goes to the same side every time (a hash of
+    the id); others are split at random."""
 
     max_error_rate_increase: float = Field(0.01, ge=0)
-    """Rollback when the canary's error rate exceeds the stable version's by more."""
+    """Guard: rollback when the canary's error rate exceeds the stable version's by more."""
 
     max_p99_ratio: float = Field(3.0, ge=1)
-    """Rollback when the canary's p99 latency exceeds the stable's times this ratio..."""
+    """Guard: rollback when the canary's p99 latency exceeds the stable's times this ratio..."""
 
     p99_slack_ms: float = Field(50.0, ge=0)
     """...and also exceeds it by more than this (small absolute latencies are noisy)."""
 
-    max_accuracy_drop: float = Field(0.02, ge=0)
-    """Rollback when the canary's accuracy on labelled feedback about its own answers is
-    lower than the stable's by more than this."""
-
     min_labelled: int = Field(20, ge=1)
-    """Labelled answers each side needs before accuracy is compared."""
+    """Labelled answers each side needs before the accuracy test may decide."""
 
     @model_validator(mode="after")
     def _one_label_kind(self) -> LoopSettings:
