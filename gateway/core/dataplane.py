@@ -76,7 +76,9 @@ class DataPlane:
 
     # ------------------------------------------------------------- inference
     async def infer(self, model: str, version: str | None, request: InferRequest) -> InferResponse:
-        with self.registry.lease(model, version) as served:
+        # A client's id (parameters.client_id) keeps it on one side of a traffic split.
+        client = request.parameters.get("client_id") if request.parameters else None
+        with self.registry.lease(model, version, None if client is None else str(client)) as served:
             started = time.perf_counter_ns()
             try:
                 schedule = Schedule.of(request.parameters)  # priority and timeout (µs), Triton's names

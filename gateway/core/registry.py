@@ -117,17 +117,18 @@ class Registry:
         return [f"model {record.name!r}: " + (self._why(record).lstrip("; ") or "not loaded")
                 for record in self._records.values() if not record.serving and not record.unloaded]
 
-    def route(self, model: str, version: str | int | None = None, *, split: bool = False) -> ServedVersion:
+    def route(self, model: str, version: str | int | None = None, *, split: bool = False,
+              key: str | None = None) -> ServedVersion:
         """The version that serves this request; no I/O, no await. An unpinned request goes
         to the stable version, or (``split``: inference only) where the router's traffic
-        split sends it."""
+        split sends it (``key``: the client's id, for a split that sticks to clients)."""
         if self.shutting_down:
             raise ServerNotReady("the server is shutting down")
         record = self.record(model)
         if version in (None, ""):
             if not record.serving:
                 raise ModelNotReady(f"model {model!r} has no ready version" + self._why(record))
-            served = record.serving.get(self.router.pick(model, split))
+            served = record.serving.get(self.router.pick(model, split, key))
             return served if served is not None else record.serving[next(reversed(record.serving))]
         number = _version_number(version)
         served = record.serving.get(number)
@@ -141,9 +142,9 @@ class Registry:
                               f"{list(record.serving)}")
 
     @contextlib.contextmanager
-    def lease(self, model: str, version: str | int | None = None) -> Iterator[ServedVersion]:
+    def lease(self, model: str, version: str | int | None = None, key: str | None = None) -> Iterator[ServedVersion]:
         """Route and hold the version until the request is answered (draining waits for it)."""
-        served = self.route(model, version, split=True)
+        served = self.route(model, version, split=True, key=key)
         served.acquire()
         try:
             yield served

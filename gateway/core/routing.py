@@ -16,16 +16,17 @@ class Router(Protocol):
         """The model now serves ``serving`` (ascending); ``canary`` is the repository's pending
         canary among them, or None. Called on the event loop after every change."""
 
-    def pick(self, model: str, split: bool) -> int | None:
+    def pick(self, model: str, split: bool, key: str | None = None) -> int | None:
         """The version for an unpinned request: with ``split`` (inference), its share of a
-        traffic split; without, the stable version. None: the newest serving version."""
+        traffic split (the same one for every request with the same ``key``, a client's id);
+        without, the stable version. None: the newest serving version."""
 
 
 class _Newest:
     def plan(self, model: str, serving: list[int], canary: int | None) -> None:
         pass
 
-    def pick(self, model: str, split: bool) -> int | None:
+    def pick(self, model: str, split: bool, key: str | None = None) -> int | None:
         return None
 
 

@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,9 @@ from model_repo import Repository, RepositoryError
 from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, is_pending
 
 from ..core.errors import BadRequest
+from .canary_verdict import accuracy_test, verdict
 from .evidence import Side, evidence_dir, read_evidence, remove_evidence, write_evidence
+from .sequential import TestState
 from .settings import LoopSettings
 
 if TYPE_CHECKING:
@@ -57,6 +60,7 @@ class CanaryState:
     stable_side: Side = field(default_factory=Side)
     mine: tuple[Side, Side] = field(default_factory=lambda: (Side(), Side()))  # this process's (canary, stable)
     processes: int = 1  # processes whose evidence the sums hold
+    test: TestState | None = None  # the accuracy test as of the last look
     dirty: bool = False  # ``mine`` changed since it was last written
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -64,9 +68,11 @@ class CanaryState:
     def live(self) -> bool:
         return self.state == CANARY
 
-    def pick(self) -> int:
-        """The version an unpinned request goes to."""
-        return self.version if random.random() < self.fraction else self.stable
+    def pick(self, key: str | None = None) -> int:
+        """The version an unpinned request goes to: by a hash of ``key`` (a client's id: the same
+        side every time, on every process), else at random."""
+        draw = random.random() if key is None else zlib.crc32(f"{self.version}:{key}".encode()) / 2**32
+        return self.version if draw < self.fraction else self.stable
 
     def sides(self, version: int) -> tuple[Side, Side] | None:
         """(this process's, the summed) side ``version`` is on, if either."""
@@ -80,30 +86,8 @@ class CanaryState:
         return {"version": self.version, "stable_version": self.stable, "state": self.state,
                 "fraction": self.fraction, "reason": self.reason,
                 "elapsed_seconds": round(time.time() - self.started, 3), "processes": self.processes,
-                "canary": self.canary_side.to_dict(), "stable": self.stable_side.to_dict()}
-
-
-def decide(state: CanaryState, settings: LoopSettings) -> tuple[bool, str]:
-    """(promote?, why) from the window's evidence."""
-    c, s = state.canary_side, state.stable_side
-    if c.error_rate - s.error_rate > settings.max_error_rate_increase:
-        return False, (f"error rate {c.error_rate:.2%} on {c.requests} requests vs {s.error_rate:.2%} "
-                       f"on the stable version (allowed +{settings.max_error_rate_increase:.2%})")
-    if c.p99_ms is not None and s.p99_ms is not None and s.latency_count >= 10:
-        limit = max(s.p99_ms * settings.max_p99_ratio, s.p99_ms + settings.p99_slack_ms)
-        if c.p99_ms > limit:
-            return False, f"p99 latency {c.p99_ms:.1f} ms vs {s.p99_ms:.1f} ms on the stable version"
-    checks = [f"error rate {c.error_rate:.2%} vs {s.error_rate:.2%}"]
-    if c.labelled >= settings.min_labelled and s.labelled >= settings.min_labelled:
-        drop = s.accuracy - c.accuracy
-        if drop > settings.max_accuracy_drop:
-            return False, (f"accuracy {c.accuracy:.2%} on {c.labelled} labelled answers vs {s.accuracy:.2%} "
-                           f"on the stable version (allowed -{settings.max_accuracy_drop:.2%})")
-        checks.append(f"accuracy {c.accuracy:.2%} vs {s.accuracy:.2%}")
-    else:
-        checks.append(f"accuracy not compared ({c.labelled}/{s.labelled} labelled answers, "
-                      f"{settings.min_labelled} needed each)")
-    return True, "; ".join(checks)
+                "canary": self.canary_side.to_dict(), "stable": self.stable_side.to_dict(),
+                "test": None if self.test is None else self.test.to_dict()}
 
 
 class CanaryController:
@@ -141,11 +125,13 @@ class CanaryController:
                                                   self.settings_for(model).canary_fraction)
         self.started(state)
 
-    def pick(self, model: str, split: bool) -> int | None:
+    def pick(self, model: str, split: bool, key: str | None = None) -> int | None:
         state = self._states.get(model)
         if state is None or not state.live:
             return None
-        return state.pick() if split else state.stable
+        if not split:
+            return state.stable
+        return state.pick(key if self.settings_for(model).canary_sticky else None)
 
     # ------------------------------------------------------------- evidence
     def current(self, model: str) -> CanaryState | None:
@@ -204,9 +190,11 @@ class CanaryController:
                 break
             await self._exchange(state, directory)
             settings = self.settings_for(state.model)
-            if state.live and self.is_leader() and window_closed(state, settings):
-                promote, why = decide(state, settings)
-                await self._finish(state, PROMOTED if promote else ROLLED_BACK, why, manual=False)
+            state.test = accuracy_test(state.canary_side, state.stable_side, state.fraction, settings)
+            outcome, why = verdict(state.canary_side, state.stable_side, fraction=state.fraction,
+                                   elapsed=time.time() - state.started, settings=settings, test=state.test)
+            if outcome is not None and state.live and self.is_leader():
+                await self._finish(state, outcome, why, manual=False)
         if state.state == "withdrawn":  # decided elsewhere: show what was decided
             report = await asyncio.to_thread(_manifest_report, repo, state.model, state.version)
             if report:
@@ -300,19 +288,6 @@ class CanaryController:
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
-
-
-def window_closed(state: CanaryState, settings: LoopSettings) -> bool:
-    """Whether the evidence so far is enough to decide on."""
-    c, s = state.canary_side, state.stable_side
-    labelled = min(c.labelled, s.labelled) >= settings.min_labelled
-    if c.requests >= settings.canary_window_requests and (labelled or not settings.canary_wait_for_labels):
-        return True
-    window = settings.canary_window_seconds
-    if window is not None and time.time() - state.started >= window and c.requests >= settings.canary_min_requests:
-        return True
-    # Every answer so far was an error: no need to wait for the window to close.
-    return c.requests >= settings.canary_min_requests and c.errors == c.requests
 
 
 def _published_at(repo: Repository, model: str, version: int) -> float | None:
