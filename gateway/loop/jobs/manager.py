@@ -3,7 +3,9 @@
 Triggers per model (``LoopSettings.trigger``): ``manual`` (the control route only),
 ``samples`` (also once ``trigger_samples`` new feedback rows are in the model's store since
 the last job started), ``schedule`` (also every ``trigger_interval_seconds``, if new
-feedback arrived). One job per model at a time, and none while the model has a canary on
+feedback arrived), ``drift`` (also once the input drift score, :mod:`gateway.loop.drift`, has
+stayed above ``drift_threshold`` for ``drift_sustain_seconds`` and ``drift_min_labelled``
+new feedback rows are in). One job per model at a time, and none while the model has a canary on
 trial: the next job must start from a decided version.
 
 Only the elected leader (``gateway.loop.leadership``) starts, follows and cancels jobs, so
@@ -47,8 +49,10 @@ _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 class JobManager:
     def __init__(self, registry: Registry, launcher: Launcher, settings_for: Callable[[str], LoopSettings],
                  canary: Callable[[str], CanaryState | None], *, is_leader: Callable[[], bool],
-                 requests: RequestBox, poll_seconds: float, request_timeout: float) -> None:
+                 requests: RequestBox, poll_seconds: float, request_timeout: float,
+                 drift: Callable[[str], float | None] | None = None) -> None:
         self.registry = registry
+        self.drift = drift  # model -> seconds its drift score has stayed above the threshold, or None
         self.canary = canary  # the model's canary, if any: no job while one is on trial
         self.launcher = launcher
         self.settings_for = settings_for
@@ -255,6 +259,11 @@ class JobManager:
         elif (settings.trigger == "schedule"
               and time.monotonic() - self._since.setdefault(model, time.monotonic()) >= settings.trigger_interval_seconds):
             await self._start_quietly(model, f"schedule ({new} new samples)")
+        elif settings.trigger == "drift" and self.drift is not None and new >= settings.drift_min_labelled:
+            above = self.drift(model)
+            if above is not None and above >= settings.drift_sustain_seconds:
+                await self._start_quietly(model, f"input drift above {settings.drift_threshold:g} for {above:.0f} s "
+                                                 f"({new} new samples)")
 
     def _on_trial(self, model: str) -> bool:
         trial = self.canary(model)
