@@ -19,6 +19,8 @@ from ..core.registry import Registry
 from ..core.types import REQUEST_ID, InferRequest
 from ..settings import Settings
 from .canary import CanaryController
+from .drift import DriftMonitor
+from .drift_metrics import DriftCollector
 from .evidence import LOOP_DIR
 from .feedback import FeedbackService
 from .jobs.launcher import Launcher
@@ -71,31 +73,37 @@ class Loop:
         is_leader = lambda: self.leadership.is_leader  # noqa: E731 - read at each call
         self.canary = CanaryController(registry, settings.loop_for, instance=self.instance, is_leader=is_leader,
                                        poll_seconds=leader.poll_seconds)
+        self.drift = DriftMonitor(registry, settings.loop_for, instance=self.instance, poll_seconds=leader.poll_seconds)
         self.jobs = JobManager(registry, make_launcher(settings), settings.loop_for, self.canary.current,
                                is_leader=is_leader, requests=RequestBox(Path(settings.repo).absolute()),
-                               poll_seconds=leader.poll_seconds, request_timeout=leader.request_timeout_seconds)
+                               poll_seconds=leader.poll_seconds, request_timeout=leader.request_timeout_seconds,
+                               drift=self.drift.sustained)
         self.feedback = FeedbackService(registry, settings, self.canary, self.jobs.feedback_arrived,
                                         instance=self.instance)
         self.leadership.on_change(self.jobs.elected, self.jobs.deposed)
         registry.use_router(self.canary)
         dataplane.observers.append(self._observe)
-        dataplane.parameter_sources += [self.canary.parameters, self.jobs.parameters]
+        dataplane.parameter_sources += [self.canary.parameters, self.jobs.parameters, self.drift.parameters]
         metrics_registry.register(LoopCollector(self.feedback, self.jobs, self.canary, registry,
                                                 self.leadership))
+        metrics_registry.register(DriftCollector(self.drift))
 
     def start(self) -> None:
         """Campaign for the loop's leadership and run the duties every process has."""
         self.leadership.start()
         self.jobs.begin()
+        self.drift.begin()
 
     def _observe(self, model: str, version: int, ok: bool, elapsed_ns: int, request: InferRequest,
                  answer) -> None:
         self.canary.observe(model, version, ok, elapsed_ns)
+        self.drift.observe(model, answer)
         ids = [i for i in dict.fromkeys((request.id, REQUEST_ID.get())) if i]
         self.feedback.observe_infer(model, version, ok, elapsed_ns, request, answer, ids)
 
     async def close(self) -> None:
         await self.leadership.close()
         await self.jobs.close()
+        await self.drift.close()
         await self.canary.close()
         await self.feedback.close()
