@@ -23,6 +23,7 @@ from ..core.types import REQUEST_ID as REQUEST_ID_VAR
 from ..core.types import RequestIds
 from ..server import Gateway
 from ..settings import Settings
+from .dashboard import add_dashboard_routes
 from .keys import BUDGET, CANARY, DATAPLANE, FEEDBACK, GATEWAY, JOBS, METRICS_REGISTRY, REGISTRY, SETTINGS, SHM, STATS
 from .logs import ClientErrorLogFilter
 from .loop_routes import add_loop_routes
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
     add_routes(app)
     add_loop_routes(app)
     add_shared_memory_routes(app)
+    add_dashboard_routes(app)
     app.cleanup_ctx.append(_quiet_client_errors_ctx)
     if owned:
         app.cleanup_ctx.append(_gateway_ctx)

@@ -1,0 +1,52 @@
+// A line chart on a <canvas>, enough for the dashboard's time series and training curves
+// (a charting library would be most of the page's weight for this).
+"use strict";
+
+const COLORS = ["#2457c5", "#d9480f", "#1a7f37", "#9c36b5", "#b26a00", "#0b7285", "#c2255c", "#5c940d"];
+
+function drawLines(canvas, series, { title = "", xLabel = "", format = (v) => v.toPrecision(3) } = {}) {
+  // Drawn at the canvas's own size; CSS scales it (width 100%, height auto).
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = "11px system-ui, sans-serif";
+  const shown = series.filter((s) => s.points.length > 0);
+  const left = 48, right = 8, top = 16, bottom = 30;
+  ctx.fillStyle = "#1d2330";
+  ctx.fillText(title, left, 11);
+  if (!shown.length) {
+    ctx.fillStyle = "#6b7280";
+    ctx.fillText("no data yet", left, h / 2);
+    return;
+  }
+  const xs = shown.flatMap((s) => s.points.map((p) => p[0]));
+  const ys = shown.flatMap((s) => s.points.map((p) => p[1]));
+  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  if (x1 === x0) { x1 = x0 + 1; }
+  if (y1 === y0) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
+  const px = (x) => left + ((x - x0) / (x1 - x0)) * (w - left - right);
+  const py = (y) => h - bottom - ((y - y0) / (y1 - y0)) * (h - top - bottom);
+  ctx.strokeStyle = "#d8dce3";
+  ctx.beginPath();
+  ctx.moveTo(left, top); ctx.lineTo(left, h - bottom); ctx.lineTo(w - right, h - bottom);
+  ctx.stroke();
+  ctx.fillStyle = "#6b7280";
+  ctx.fillText(format(y1), 2, top + 4);
+  ctx.fillText(format(y0), 2, h - bottom);
+  ctx.fillText(xLabel, left, h - 4);
+  shown.forEach((s, i) => {
+    const color = s.color || COLORS[i % COLORS.length];
+    ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    s.points.forEach(([x, y], j) => (j ? ctx.lineTo(px(x), py(y)) : ctx.moveTo(px(x), py(y))));
+    ctx.stroke();
+    if (s.points.length === 1) { ctx.fillRect(px(s.points[0][0]) - 2, py(s.points[0][1]) - 2, 4, 4); }
+    const legendX = w - right - (shown.length - i) * 110;
+    ctx.fillRect(legendX, h - 12, 10, 3);
+    ctx.fillText(s.name.slice(0, 16), legendX + 13, h - 8);
+  });
+}
+
+window.drawLines = drawLines;
