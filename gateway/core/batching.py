@@ -246,14 +246,15 @@ class Batcher:
             wait_ns = deadline_ns - time.perf_counter_ns()
             if rows >= policy.max_batch_size or blocked or self._flush or wait_ns <= 0:
                 return self._take(chosen)
+            # The deadline sets the same event an arrival would: no task cancellation and
+            # TimeoutError per batch, as asyncio.timeout would cost.
             self._arrived.clear()
             self._filling = True
+            deadline = asyncio.get_running_loop().call_later(wait_ns / 1e9, self._arrived.set)
             try:
-                async with asyncio.timeout(wait_ns / 1e9):
-                    await self._arrived.wait()
-            except TimeoutError:
-                pass
+                await self._arrived.wait()
             finally:
+                deadline.cancel()
                 self._filling = False
 
     def _head(self) -> _Request | None:
