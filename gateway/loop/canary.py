@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import random
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model_repo import Repository, RepositoryError
-
 # The serving rule is the repository's (the CLI applies it too).
 from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, is_pending
 
+from .jobs.record import read_record
+
 from ..core.errors import BadRequest
+from . import manifests, shadow
 from .canary_verdict import accuracy_test, verdict
 from .evidence import Side, evidence_dir, read_evidence, remove_evidence, write_evidence
 from .sequential import TestState
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from ..core.registry import Registry
 
 log = logging.getLogger("tunegate.canary")
+
+SHADOW = "shadow"  # loaded, evaluated off the request path, not routed yet
 
 
 @dataclass(eq=False)
@@ -66,11 +68,13 @@ class CanaryState:
 
     @property
     def live(self) -> bool:
-        return self.state == CANARY
+        return self.state in (SHADOW, CANARY)
 
     def pick(self, key: str | None = None) -> int:
         """The version an unpinned request goes to: by a hash of ``key`` (a client's id: the same
-        side every time, on every process), else at random."""
+        side every time, on every process), else at random; none to a candidate in shadow."""
+        if self.state == SHADOW:
+            return self.stable
         draw = random.random() if key is None else zlib.crc32(f"{self.version}:{key}".encode()) / 2**32
         return self.version if draw < self.fraction else self.stable
 
@@ -99,6 +103,8 @@ class CanaryController:
         self.registry = registry
         self.settings_for = settings_for
         self.instance = instance  # names this process's evidence file
+        # Recent captured inputs for shadow replay (the feedback service's, set by the wiring).
+        self.replay: Callable[..., Awaitable[dict | None]] = _no_replay
         self.is_leader = is_leader
         self.poll_seconds = poll_seconds
         self.decisions: dict[tuple[str, str], int] = {}  # (model, promoted|rolled_back) -> count, decided here
@@ -121,8 +127,9 @@ class CanaryController:
         if state is not None and state.version == canary:
             state.stable = stable[-1]
             return
-        state = self._states[model] = CanaryState(model, canary, stable[-1],
-                                                  self.settings_for(model).canary_fraction)
+        settings = self.settings_for(model)
+        state = self._states[model] = CanaryState(model, canary, stable[-1], settings.canary_fraction,
+                                                  state=SHADOW if settings.shadow else CANARY)
         self.started(state)
 
     def pick(self, model: str, split: bool, key: str | None = None) -> int | None:
@@ -144,7 +151,7 @@ class CanaryController:
     def observe(self, model: str, version: int, ok: bool, latency_ns: int) -> None:
         """One answered request (called by the data plane for every infer)."""
         state = self._states.get(model)
-        sides = None if state is None or not state.live else state.sides(version)
+        sides = None if state is None or state.state != CANARY else state.sides(version)
         if sides is None:
             return
         for side in sides:
@@ -158,7 +165,7 @@ class CanaryController:
     def observe_labels(self, model: str, version: int, correct: int, labelled: int) -> None:
         """Labelled feedback on answers ``version`` gave (from captured requests)."""
         state = self._states.get(model)
-        sides = None if state is None or not state.live else state.sides(version)
+        sides = None if state is None or state.state != CANARY else state.sides(version)
         if sides is None:
             return
         for side in sides:
@@ -179,9 +186,11 @@ class CanaryController:
     async def _watch(self, state: CanaryState) -> None:
         repo = self.registry.repo
         directory = evidence_dir(repo.root, state.model, state.version)
-        # The window opens when the version was published: the same instant for every
-        # process, and for a new leader taking over a window half-way.
-        state.started = await asyncio.to_thread(_published_at, repo, state.model, state.version) or state.started
+        # The window opens when the version was published (or passed its shadow evaluation):
+        # the same instant for every process, and for a new leader taking over half-way.
+        state.started = await asyncio.to_thread(manifests.published_at, repo, state.model, state.version) or state.started
+        if state.state == SHADOW:
+            await self._through_shadow(state)
         while state.live:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.changed.wait(), self.poll_seconds)
@@ -196,11 +205,56 @@ class CanaryController:
             if outcome is not None and state.live and self.is_leader():
                 await self._finish(state, outcome, why, manual=False)
         if state.state == "withdrawn":  # decided elsewhere: show what was decided
-            report = await asyncio.to_thread(_manifest_report, repo, state.model, state.version)
+            report = await asyncio.to_thread(manifests.decision_report, repo, state.model, state.version)
             if report:
                 self._remember(state.model, report)
                 # A last write of ours may have landed after the decider removed the evidence.
                 await asyncio.to_thread(remove_evidence, directory)
+
+    async def _through_shadow(self, state: CanaryState) -> None:
+        """The shadow phase: the leader evaluates the candidate and records the result in its
+        manifest; every process takes it from there (traffic on a pass, unloaded on a fail)."""
+        repo = self.registry.repo
+        while state.live:
+            report = await asyncio.to_thread(manifests.shadow_report, repo, state.model, state.version)
+            if report is None and self.is_leader():
+                report = await self._evaluate_shadow(state)
+            if report is not None and report.get("passed"):
+                state.state, state.started = CANARY, float(report.get("decided_at") or time.time())
+                log.info("model %s version %s passed shadow evaluation (%s); now a canary for %.0f%% of "
+                         "traffic", state.model, state.version, report.get("reason"), state.fraction * 100)
+                return
+            if report is not None and self.is_leader():
+                await self._finish(state, ROLLED_BACK, f"shadow evaluation: {report.get('reason')}", manual=False)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.changed.wait(), self.poll_seconds)
+            state.changed.clear()
+
+    async def _evaluate_shadow(self, state: CanaryState) -> dict[str, Any] | None:
+        """Run the shadow evaluation and record it (None: a version not loaded here yet, or a
+        report another process recorded first)."""
+        record = self.registry.get(state.model)
+        stable = record.serving.get(state.stable) if record else None
+        candidate = record.serving.get(state.version) if record else None
+        if stable is None or candidate is None:
+            return None
+        settings, repo = self.settings_for(state.model), self.registry.repo
+        names = [meta.name for meta in candidate.signature.inputs]
+        replay = await self.replay(state.model, candidate.signature, settings.shadow_replay_requests)
+        job = await asyncio.to_thread(read_record, repo.root, state.model)
+        held_back = await asyncio.to_thread(shadow.load_held_back, repo.root, state.model, job.feedback_rows, names)
+        path = settings.golden_set or repo.model_dir(state.model) / "golden.npz"
+        try:
+            golden = await asyncio.to_thread(shadow.load_golden, path, names)
+        except (OSError, ValueError) as exc:  # an unusable golden set must stop the candidate, loudly
+            report = {"passed": False, "reason": f"golden set unusable: {exc}", "decided_at": time.time()}
+        else:
+            report = await shadow.evaluate(stable, candidate, settings, replay=replay, held_back=held_back,
+                                           golden=golden)
+        written = await asyncio.to_thread(repo.update_manifest_if, state.model, state.version,
+                                          lambda m: is_pending(m) and "shadow" not in m.extra, shadow=report)
+        return report if written is not None else None
 
     async def _exchange(self, state: CanaryState, directory: Path) -> None:
         """Write this process's counts if they changed; sum everyone's with our live ones."""
@@ -251,7 +305,7 @@ class CanaryController:
         if not state.live:
             return  # withdrawn while the manifest was written
         if written is None:
-            existing = await asyncio.to_thread(_manifest_decision, repo, state.model, state.version)
+            existing = await asyncio.to_thread(manifests.decision, repo, state.model, state.version)
             state.state, state.reason = existing or (outcome, why)
             log.info("model %s version %s: canary already decided in its manifest (%s); deferring to it "
                      "rather than %s", state.model, state.version, state.state.replace("_", " "),
@@ -290,34 +344,5 @@ class CanaryController:
         self._watchers.clear()
 
 
-def _published_at(repo: Repository, model: str, version: int) -> float | None:
-    """When ``version`` was published, as a Unix time (blocking); None if unknown."""
-    try:
-        stamp = repo.read_manifest(model, version).created_at
-        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except (RepositoryError, ValueError, AttributeError):
-        return None
-
-
-def _manifest_report(repo: Repository, model: str, version: int) -> dict[str, Any] | None:
-    """The decision report in ``version``'s manifest, if any (blocking)."""
-    try:
-        report = repo.read_manifest(model, version).extra.get("canary")
-    except RepositoryError:
-        return None
-    return report if isinstance(report, dict) and report.get("state") else None
-
-
-def _manifest_decision(repo: Repository, model: str, version: int) -> tuple[str, str] | None:
-    """(state, reason) of a decision already in the version's manifest, or None (blocking)."""
-    try:
-        manifest = repo.read_manifest(model, version)
-    except RepositoryError:
-        return None  # gone or unreadable: writing the decision says what is wrong
-    report = manifest.extra.get("canary")
-    report = report if isinstance(report, dict) else {}
-    if manifest.status == REJECTED:
-        return ROLLED_BACK, str(report.get("reason") or "rejected in its manifest")
-    if manifest.extra.get("canary"):
-        return str(report.get("state") or PROMOTED), str(report.get("reason") or "decided in its manifest")
+async def _no_replay(model: str, signature: Any, limit: int) -> None:
     return None

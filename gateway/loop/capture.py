@@ -214,6 +214,16 @@ class CaptureStore:
             self._bytes -= found.item.nbytes
             self._items[request_id] = Found(None, found.segment)
 
+    def recent(self, limit: int) -> list[Captured]:
+        """This instance's newest captures that still hold their inputs, oldest first."""
+        out = []
+        for found in reversed(self._items.values()):
+            if found.item is not None:
+                out.append(found.item)
+                if len(out) >= limit:
+                    break
+        return out[::-1]
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -114,6 +114,23 @@ class FeedbackService:
         return store
 
     # ------------------------------------------------------------- feedback
+    async def replay_inputs(self, model: str, signature: Signature, limit: int) -> dict[str, np.ndarray] | None:
+        """Up to ``limit`` recent captured requests' inputs, stacked as one batch per input
+        (for shadow evaluation); None when nothing usable was captured here."""
+        store = self._captures.get(model)
+        if store is None:
+            return None
+        items = await asyncio.get_running_loop().run_in_executor(self._capture_thread, store.recent, limit)
+        feeds = []
+        for item in items:
+            try:
+                feeds.append(captured_feeds(signature, item))
+            except BadRequest:
+                continue  # captured for an older signature
+        if not feeds:
+            return None
+        return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+
     def input_spec(self, model: str) -> InputSpec:
         """What a feedback request's tensors may be, for the front end's decoder: the model's
         inputs, and the labels under the model's label spec (404/503, or 400 when feedback is

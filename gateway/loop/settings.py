@@ -180,6 +180,29 @@ class LoopSettings(BaseModel):
     min_labelled: int = Field(20, ge=1)
     """Labelled answers each side needs before the accuracy test may decide."""
 
+    # --------------------------------------------------- shadow and golden set
+    shadow: bool = True
+    """Evaluate a fine-tuned version off the request path before any user request reaches it
+    (README, "Shadow evaluation"): replayed captures, held-back labels, the golden set."""
+
+    shadow_replay_requests: int = Field(1000, ge=0)
+    """Recent captured requests replayed through the candidate and the stable version."""
+
+    shadow_max_disagreement: float | None = Field(None, ge=0, le=1)
+    """Fail a candidate that predicts another class than the stable version on more than this
+    share of replayed requests (None: reported only; a fine-tune meant to change answers
+    would fail a tight bound)."""
+
+    shadow_max_accuracy_drop: float = Field(0.02, ge=0)
+    """Fail a candidate less accurate than the stable version by more than this on feedback
+    that arrived after its job started (at least ``min_labelled`` rows)."""
+
+    golden_set: Path | None = None
+    """The model's regression set (default ``<repo>/<model>/golden.npz`` when it exists)."""
+
+    golden_max_drop: float = Field(0.01, ge=0)
+    """Fail a candidate that loses more than this accuracy on the golden set."""
+
     @model_validator(mode="after")
     def _one_label_kind(self) -> LoopSettings:
         if self.num_classes is not None and (self.label_shape is not None or self.label_kind == "target"):

@@ -80,6 +80,7 @@ class Loop:
                                drift=self.drift.sustained)
         self.feedback = FeedbackService(registry, settings, self.canary, self.jobs.feedback_arrived,
                                         instance=self.instance)
+        self.canary.replay = self.feedback.replay_inputs
         self.leadership.on_change(self.jobs.elected, self.jobs.deposed)
         registry.use_router(self.canary)
         dataplane.observers.append(self._observe)
