@@ -117,10 +117,10 @@ class DriftMonitor:
         state = await self._state(model, settings)
         if state is None:
             return
-        pending, state.pending, state.pending_rows = state.pending, [], 0
-        seen, state.seen, state.next = state.seen, 0, state.stride
-        # About TARGET_ROWS rows per interval at this interval's traffic.
-        state.stride = max(1, seen * state.rows_per_sample // TARGET_ROWS)
+        pending, rows, state.pending, state.pending_rows = state.pending, state.pending_rows, [], 0
+        if pending:  # about TARGET_ROWS rows per interval at this interval's traffic and rows per sample
+            state.stride = max(1, state.seen * rows // (len(pending) * TARGET_ROWS))
+        state.seen, state.next = 0, state.stride
         now_slot = int(time.time() // state.slot_seconds)
         first = now_slot - SLOTS + 1
         if pending:
