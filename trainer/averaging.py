@@ -15,6 +15,8 @@ def optimizer_slots(optimizer) -> list:
 
 
 def average_weights(hvd, model, optimizer, *, include_optimizer: bool, compression) -> None:
+    if hvd.size() == 1:
+        return  # one rank is its own mean
     # model.weights includes non-trainable state (BatchNorm statistics), which drifts apart
     # during local steps just like the trainable weights.
     variables = list(model.weights)

@@ -9,9 +9,11 @@ broadcast + assign.
 
 from __future__ import annotations
 
+from functools import partial
+
 from horovod.common.elastic import ObjectState
 
-from .distributed import broadcast_variables
+from .distributed import broadcast_object, broadcast_variables
 
 
 class KerasState(ObjectState):
@@ -20,7 +22,7 @@ class KerasState(ObjectState):
         self.model = model
         self.optimizer = optimizer
         self._snapshot = self._read()
-        super().__init__(bcast_object=hvd.broadcast_object, get_rank=hvd.rank, **kwargs)
+        super().__init__(bcast_object=partial(broadcast_object, hvd), get_rank=hvd.rank, **kwargs)
 
     def _variables(self) -> list:
         return list(self.model.weights) + list(self.optimizer.variables)

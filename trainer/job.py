@@ -8,8 +8,12 @@ publishes it through converters (ONNX conversion, parity check, atomic publish).
 writes the outcome to ``--result-file`` so the launcher can report it whatever
 horovodrun's exit status is.
 
-Exit status: 0 published, 2 bad input, 3 not promoted (gate failed), 1 anything else
-(see :mod:`trainer.errors`).
+Before anything is published every rank's weights are compared (:mod:`trainer.sync`): if
+the replicas differ the job fails and names the variables that differ. Every job that trained
+leaves ``metrics.json`` and ``curve.png`` in ``--report-dir``, whatever its outcome.
+
+Exit status: 0 published, 2 bad input, 3 not promoted (gate failed), 1 anything else, the
+replicas differing included (see :mod:`trainer.errors`).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .errors import EXIT_OK, DataError, NotPromoted, TrainerError
+from .errors import EXIT_OK, DataError, JobFailed, NotPromoted, TrainerError
 from .options import add_job_arguments, validate
 
 
@@ -31,18 +37,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started_at = time.perf_counter()
     args = parse_args(argv)
+    from .distributed import configure_horovod, configure_threads
+
+    configure_horovod(args.cycle_time_ms, args.fusion_threshold_mb)  # read by hvd.init()
     import horovod.tensorflow as hvd
 
     hvd.init()
-    from .distributed import configure_threads
-
     threads = configure_threads(hvd, args.intra_op_threads)
     result: dict = {"status": "error"}
     code = EXIT_OK
     try:
         validate(args)
-        result = fine_tune(hvd, args, threads)
+        result = fine_tune(hvd, args, threads, started_at)
     except Exception as exc:
         if not hasattr(exc, "status"):
             raise  # a bug, or Horovod losing a peer: the traceback is the report
@@ -61,33 +69,37 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def fine_tune(hvd, args: argparse.Namespace, threads: int) -> dict:
-    import keras
+@dataclass
+class Inputs:
+    base: object  # source.Base: the version fine-tuned from
+    model: object
+    train_data: object
+    val_data: object
+    objective: object
+    gate: object
 
+
+def load_inputs(hvd, args: argparse.Namespace) -> Inputs:
     from model_repo.feedback import snapshot
 
     from .data import feedback_stores, load_data, split_validation
-    from .distributed import broadcast_variables, gather_checksums
-    from .elastic_state import KerasState
+    from .distributed import broadcast_object
     from .gate import Gate
-    from .loop import LoopConfig, PlainState, train
-    from .objective import check_inputs, choose_objective, evaluate
+    from .objective import check_inputs, choose_objective
     from .source import load_keras, resolve_base
 
-    rank = hvd.rank()
     base = resolve_base(args.repo, args.model, args.version)
     model = load_keras(base)
     # The gateway may append feedback while ranks start at different moments: rank 0 pins
     # what the job trains on, and every rank reads exactly that.
     stores = feedback_stores([*args.data, *(args.val_data or [])], repo_root=args.repo, model=args.model)
-    snapshots = {str(s): snapshot(s) for s in stores} if rank == 0 else None
-    snapshots = hvd.broadcast_object(snapshots, root_rank=0) if stores else None
+    snapshots = {str(s): snapshot(s) for s in stores} if hvd.rank() == 0 else None
+    snapshots = broadcast_object(hvd, snapshots) if stores else None
     sources = dict(features=args.features, label=args.label, repo_root=args.repo, model=args.model,
                    snapshots=snapshots)
     data = load_data(args.data, **sources)
     if args.val_data:
-        train_data = data
-        val_data = load_data(args.val_data, **sources)
+        train_data, val_data = data, load_data(args.val_data, **sources)
     else:
         train_data, val_data = split_validation(data, args.val_split, args.seed)
     check_inputs(model, train_data.x, "training data")
@@ -97,32 +109,29 @@ def fine_tune(hvd, args: argparse.Namespace, threads: int) -> dict:
     gate = Gate.parse(args.gate)
     if gate.metric == "accuracy" and not objective.classification:
         raise DataError(f"--gate {args.gate}: accuracy needs a classifier; {objective.name} is not one")
+    return Inputs(base, model, train_data, val_data, objective, gate)
 
+
+def fine_tune(hvd, args: argparse.Namespace, threads: int, started_at: float) -> dict:
+    import keras
+
+    from .elastic_state import KerasState
+    from .loop import LoopConfig, train
+    from .objective import evaluate
+
+    inputs = load_inputs(hvd, args)
+    model = inputs.model
     optimizer = (keras.optimizers.Adam if args.optimizer == "adam" else keras.optimizers.SGD)(args.lr)
     # Build the optimizer's slots now rather than in the first step, so that rank 0's
     # values (fresh, or from a checkpoint) can be broadcast before any rank steps.
     optimizer.build(model.trainable_variables)
     compression = hvd.Compression.fp16 if args.compression == "fp16" else hvd.Compression.none
     checkpoint_dir = Path(args.checkpoint_dir or Path(args.repo) / args.model / ".checkpoints")
-    fingerprint = ckpt.fingerprint(model=args.model, version=base.version, data=train_data.digest,
-                                   val=val_data.digest, mode=args.mode, batch=args.batch_size,
+    fingerprint = ckpt.fingerprint(model=args.model, version=inputs.base.version, data=inputs.train_data.digest,
+                                   val=inputs.val_data.digest, mode=args.mode, batch=args.batch_size,
                                    lr=args.lr, optimizer=args.optimizer)  # not epochs: resuming may extend a run
-
-    before = evaluate(model, objective, val_data.x, val_data.y) if rank == 0 else None
-    state = PlainState()
-    if rank == 0 and args.resume:
-        found = ckpt.load(checkpoint_dir, fingerprint)
-        if found is None:
-            print(f"no checkpoint in {checkpoint_dir}; starting from the serving version", flush=True)
-        else:
-            for var, value in zip(model.weights, found.weights):
-                var.assign(value)
-            for var, value in zip(optimizer.variables, found.optimizer):
-                var.assign(value)
-            state.epoch, state.history = found.epoch, found.history
-            print(f"resuming after epoch {found.epoch} from {checkpoint_dir}", flush=True)
-    state.epoch, state.history = hvd.broadcast_object((state.epoch, state.history), root_rank=0)
-    broadcast_variables(hvd, list(model.weights) + list(optimizer.variables))
+    before = evaluate(model, inputs.objective, inputs.val_data.x, inputs.val_data.y) if hvd.rank() == 0 else None
+    state = _start_state(hvd, args, model, optimizer, checkpoint_dir, fingerprint)
 
     def on_epoch_end(st, record) -> None:
         if hvd.rank() == 0:
@@ -133,57 +142,112 @@ def fine_tune(hvd, args: argparse.Namespace, threads: int) -> dict:
     config = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         warmup_epochs=args.warmup_epochs, mode=args.mode, average_every=args.average_every,
                         average_optimizer_state=args.average_optimizer_state, seed=args.seed,
-                        commit_every=args.commit_every, elastic=args.elastic)
-    run_kwargs = dict(model=model, optimizer=optimizer, objective=objective, train_data=train_data,
-                      val_data=val_data, config=config, compression=compression, on_epoch_end=on_epoch_end)
+                        commit_every=args.commit_every, elastic=args.elastic, started_at=started_at)
+    run_kwargs = dict(model=model, optimizer=optimizer, objective=inputs.objective, train_data=inputs.train_data,
+                      val_data=inputs.val_data, config=config, compression=compression, on_epoch_end=on_epoch_end)
     if args.elastic:
         elastic_state = KerasState(hvd, model, optimizer, epoch=state.epoch, batch=0, history=state.history)
         hvd.elastic.run(lambda st: train(hvd, st, **run_kwargs))(elastic_state)
         state = elastic_state
     else:
         train(hvd, state, **run_kwargs)
+    result = conclude(hvd, args, inputs, before=before, history=state.history, threads=threads)
+    if result["status"] == "published":
+        ckpt.remove(checkpoint_dir)  # consumed; a run that published nothing can be resumed
+    return result
 
-    checksums = gather_checksums(hvd, model)
-    world_size = hvd.size()
-    if rank != 0:
+
+def _start_state(hvd, args, model, optimizer, checkpoint_dir: Path, fingerprint: str):
+    """Rank 0's starting point (fresh, or the last checkpoint), the same on every rank."""
+    from .distributed import broadcast_object, broadcast_variables
+    from .loop import PlainState
+
+    state = PlainState()
+    if hvd.rank() == 0 and args.resume:
+        found = ckpt.load(checkpoint_dir, fingerprint)
+        if found is None:
+            print(f"no checkpoint in {checkpoint_dir}; starting from the serving version", flush=True)
+        else:
+            for var, value in zip(model.weights, found.weights):
+                var.assign(value)
+            for var, value in zip(optimizer.variables, found.optimizer):
+                var.assign(value)
+            state.epoch, state.history = found.epoch, found.history
+            print(f"resuming after epoch {found.epoch} from {checkpoint_dir}", flush=True)
+    state.epoch, state.history = broadcast_object(hvd, (state.epoch, state.history))
+    broadcast_variables(hvd, list(model.weights) + list(optimizer.variables))
+    return state
+
+
+def conclude(hvd, args: argparse.Namespace, inputs: Inputs, *, before, history: list, threads: int) -> dict:
+    """Check the replicas agree, gate, report and (only if all is well) publish. Every job
+    that trained leaves its report (metrics.json, curve.png) in the report directory,
+    whatever the outcome; a published version carries a copy."""
+    from .objective import evaluate
+    from .report import timing
+    from .sync import check_consistency
+
+    try:
+        checksums, inconsistent = check_consistency(hvd, inputs.model), None
+    except JobFailed as exc:
+        checksums, inconsistent = exc.details["weights_checksums"], exc
+    if hvd.rank() != 0:
+        if inconsistent:
+            raise inconsistent
         return {"status": "worker_done"}
-    after = evaluate(model, objective, val_data.x, val_data.y)
-    decision = gate.decide(before, after)
-    print(decision["message"], flush=True)
+    base = inputs.base
+    after = evaluate(inputs.model, inputs.objective, inputs.val_data.x, inputs.val_data.y)
     summary = {
-        "model": args.model, "parent_version": base.version, "data_digest": train_data.digest,
-        "val_data_digest": val_data.digest, "data_sources": train_data.sources,
-        "examples": {"train": len(train_data), "held_out": len(val_data)},
-        "before": before, "after": after, "gate": decision, "history": state.history,
-        "world_size": world_size, "mode": args.mode, "intra_op_threads": threads,
-        "weights_checksums": checksums,
-        "hyperparameters": {
-            "epochs": args.epochs, "batch_size_per_rank": args.batch_size, "lr": args.lr,
-            "lr_scaled_to": args.lr * world_size if args.mode == "allreduce" else args.lr,
-            "warmup_epochs": args.warmup_epochs, "optimizer": args.optimizer, "loss": objective.name,
-            "compression": args.compression, "average_every": args.average_every if args.mode == "average" else None,
-            "average_optimizer_state": args.average_optimizer_state, "seed": args.seed, "elastic": args.elastic,
-        },
+        "model": args.model, "parent_version": base.version, "data_digest": inputs.train_data.digest,
+        "val_data_digest": inputs.val_data.digest, "data_sources": inputs.train_data.sources,
+        "examples": {"train": len(inputs.train_data), "held_out": len(inputs.val_data)},
+        "before": before, "after": after, "history": history, "timing": timing(history),
+        "world_size": hvd.size(), "mode": args.mode, "intra_op_threads": threads,
+        "weights_checksums": checksums, "hyperparameters": _hyperparameters(args, inputs, hvd.size()),
     }
-    if not decision["passed"]:
-        raise NotPromoted(f"{decision['message']}; {args.model} version {base.version} stays in service, "
+    if inconsistent is None:
+        summary["gate"] = inputs.gate.decide(before, after)
+        print(summary["gate"]["message"], flush=True)
+    summary["report"] = _write_report(args, base, summary)
+    if inconsistent:
+        raise JobFailed(str(inconsistent), details={**inconsistent.details, "summary": summary})
+    if not summary["gate"]["passed"]:
+        raise NotPromoted(f"{summary['gate']['message']}; {args.model} version {base.version} stays in service, "
                           "nothing was published", details={"summary": summary})
-    manifest = _publish(model, base, val_data, summary)
-    ckpt.remove(checkpoint_dir)
+    manifest = _publish(inputs.model, base, inputs.val_data, summary)
     print(f"published {args.model} version {manifest.version} (parent {base.version})", flush=True)
     return {"status": "published", "version": manifest.version, "summary": summary}
+
+
+def _hyperparameters(args: argparse.Namespace, inputs: Inputs, world_size: int) -> dict:
+    return {
+        "epochs": args.epochs, "batch_size_per_rank": args.batch_size, "lr": args.lr,
+        "lr_scaled_to": args.lr * world_size if args.mode == "allreduce" else args.lr,
+        "warmup_epochs": args.warmup_epochs, "optimizer": args.optimizer, "loss": inputs.objective.name,
+        "compression": args.compression, "average_every": args.average_every if args.mode == "average" else None,
+        "average_optimizer_state": args.average_optimizer_state, "seed": args.seed, "elastic": args.elastic,
+        "cycle_time_ms": args.cycle_time_ms, "fusion_threshold_mb": args.fusion_threshold_mb,
+    }
+
+
+def _write_report(args: argparse.Namespace, base, summary: dict) -> dict[str, str]:
+    from .report import write_report
+
+    directory = Path(args.report_dir or Path(args.repo) / args.model / ".training")
+    return {name: str(path) for name, path in write_report(summary, directory, _curve_title(base)).items()}
+
+
+def _curve_title(base) -> str:
+    return f"{base.name}: fine-tuned from version {base.version}"
 
 
 def _publish(model, base, val_data, summary: dict):
     from converters import publish_keras_model
 
-    from .report import CURVE_FILE, METRICS_FILE, write_curve, write_metrics
+    from .report import CURVE_FILE, METRICS_FILE, write_report
 
     with tempfile.TemporaryDirectory(prefix="tunegate-train-") as tmp:
-        curve = write_curve(summary["history"], Path(tmp) / "curve.png",
-                            f"{base.name}: fine-tuned from version {base.version}",
-                            parent=summary["before"], gate_metric=summary["gate"]["metric"])
-        metrics = write_metrics(summary, Path(tmp) / "metrics.json")
+        files = write_report(summary, Path(tmp), _curve_title(base))
         training = {k: summary[k] for k in ("hyperparameters", "world_size", "mode", "examples",
                                              "val_data_digest", "data_sources")}
         training["files"] = {"curve": CURVE_FILE, "metrics": METRICS_FILE}
@@ -194,7 +258,7 @@ def _publish(model, base, val_data, summary: dict):
                              "metrics": {"before": summary["before"], "after": summary["after"],
                                          "gate": summary["gate"]},
                              "training": training},
-            extra_files={CURVE_FILE: curve, METRICS_FILE: metrics})
+            extra_files={CURVE_FILE: files["curve"], METRICS_FILE: files["metrics"]})
 
 
 if __name__ == "__main__":

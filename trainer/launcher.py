@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import FEEDBACK_SCHEME
-from .distributed import usable_cores
+from .distributed import default_ranks, usable_cores
 from .errors import DataError, JobFailed, TrainerError, error_from_result
 from .options import to_argv
 
@@ -42,7 +42,7 @@ def topology(np_: int | None, hosts: str | None, *, elastic: bool = False, min_n
         except (IndexError, ValueError):
             raise DataError(f"--hosts {hosts!r}: expected host:slots[,host:slots...]") from None
     else:
-        slots = np_ or usable_cores()
+        slots = np_ or default_ranks(usable_cores())
         hosts = f"localhost:{slots}"
     n = np_ or slots
     if n < 1 or n > slots:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from .distributed import DEFAULT_CYCLE_TIME_MS, DEFAULT_FUSION_THRESHOLD_MB
 from .gate import DEFAULT_GATE
 from .objective import LOSSES
 
@@ -36,7 +37,8 @@ JOB_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
     (("--warmup-epochs",), dict(type=float, default=1.0, help="epochs to reach the scaled rate")),
     (("--loss",), dict(choices=LOSSES, default="auto")),
     (("--compression",), dict(choices=["none", "fp16"], default="none",
-                              help="compress what ranks exchange")),
+                              help="compress what ranks exchange (pays across a real network; on "
+                                   "one host's loopback fp16 made the exchange slower)")),
     (("--gate",), dict(default=DEFAULT_GATE, metavar="METRIC:MIN_DELTA",
                        help="promotion rule, e.g. loss:+0.0 (default) or accuracy:+0.01")),
     (("--seed",), dict(type=int, default=0)),
@@ -45,7 +47,15 @@ JOB_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
                                help="commit elastic state every N batches")),
     (("--checkpoint-dir",), dict(help="default: <repo>/<model>/.checkpoints")),
     (("--resume",), dict(action="store_true", help="continue from the last checkpoint")),
-    (("--intra-op-threads",), dict(type=int, help="default: cores / ranks on this host")),
+    (("--intra-op-threads",), dict(type=int, help="TensorFlow threads per rank (default: cores / ranks "
+                                                  "on this host)")),
+    (("--cycle-time-ms",), dict(type=float, default=DEFAULT_CYCLE_TIME_MS, metavar="MS",
+                                help="Horovod's cycle time: how often its thread looks for tensors to "
+                                     "exchange")),
+    (("--fusion-threshold-mb",), dict(type=int, default=DEFAULT_FUSION_THRESHOLD_MB, metavar="MB",
+                                      help="Horovod's fusion buffer: tensors fused into one allreduce")),
+    (("--report-dir",), dict(help="where every job writes metrics.json and curve.png, published or not "
+                                  "(default: <repo>/<model>/.training)")),
     (("--result-file",), dict(help="rank 0 writes the outcome here as JSON")),
 ]
 
@@ -82,4 +92,7 @@ def validate(args: argparse.Namespace) -> None:
             raise DataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0:
         raise DataError(f"--lr must be > 0, got {args.lr}")
+    if args.cycle_time_ms <= 0 or args.fusion_threshold_mb < 0:
+        raise DataError(f"--cycle-time-ms must be > 0 and --fusion-threshold-mb >= 0, got "
+                        f"{args.cycle_time_ms} and {args.fusion_threshold_mb}")
     Gate.parse(args.gate)

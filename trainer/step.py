@@ -12,8 +12,11 @@ def make_train_step(model, optimizer, objective: Objective, hvd, *, allreduce: b
 
     With ``allreduce`` every rank's gradients are averaged in one grouped allreduce before
     they are applied, so all replicas take the same step (allreduce mode). Without it each
-    rank steps on its own gradients (average mode's local steps)."""
+    rank steps on its own gradients (average mode's local steps). A one-rank job steps on its
+    own gradients too: there is nobody to average with, so it issues no collective and does
+    not round its gradients through ``compression``."""
     variables = model.trainable_variables
+    exchange = allreduce and hvd.size() > 1
 
     @tf.function
     def step(x, y):
@@ -21,7 +24,7 @@ def make_train_step(model, optimizer, objective: Objective, hvd, *, allreduce: b
             pred = model(x, training=True)
             loss = objective.loss(y, pred)
         grads = tape.gradient(loss, variables)
-        if allreduce:
+        if exchange:
             grads = hvd.grouped_allreduce(grads, op=hvd.Average, compression=compression)
         optimizer.apply_gradients(zip(grads, variables))
         return loss, correct_predictions(objective, y, pred)

@@ -1,11 +1,11 @@
-"""The training-curve PNG: whole-number epochs, the parent's metrics the gate compared with,
+"""The training-curve PNG: whole-number epochs, the parent's metrics the gate compared with, the pace,
 and legends that hide no data (checked on the drawn figure's geometry)."""
 
 from __future__ import annotations
 
 import pytest
 
-from trainer.report import curve_figure, write_curve
+from trainer.report import curve_figure, timing, write_curve, write_report
 
 HISTORY = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.1 / e, "val_accuracy": 0.7 + 0.04 * e} for e in range(1, 6)]
 
@@ -54,3 +54,35 @@ def test_legends_hide_no_data(history):
 def test_write_curve_writes_a_png(tmp_path):
     path = write_curve(HISTORY, tmp_path / "training" / "curve.png", "t", parent={"loss": 0.9})
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+PACED = [dict(h, wall_s=2.0 + e, samples_per_s=400.0 + 10 * e, samples_per_s_slowest_rank=200.0 + 5 * e)
+         for e, h in enumerate(HISTORY)]
+PACED[0]["time_to_first_step_s"] = 7.5
+
+
+def test_pace_panel_shows_samples_per_s_wall_times_and_time_to_first_step():
+    fig = _drawn(curve_figure(PACED, "t", parent={"loss": 0.5}, gate_metric="loss"))
+    pace = fig.axes[-1]
+    assert len(fig.axes) == 3 and pace.get_ylabel() == "samples/s"
+    job, slowest = pace.get_lines()
+    assert list(job.get_ydata()) == [h["samples_per_s"] for h in PACED]
+    assert list(slowest.get_ydata()) == [h["samples_per_s_slowest_rank"] for h in PACED]
+    assert [t.get_text() for t in pace.texts] == [f"{h['wall_s']:.1f} s" for h in PACED]
+    assert "first step after 7.5 s" in pace.get_title()
+    legends_outside_every_axes(fig)
+
+
+def test_timing_summarises_the_pace_and_skips_epochs_without_it():
+    summary = timing([HISTORY[0], *PACED[1:]])  # a resumed run: its first epoch predates the pace
+    assert summary["wall_s"] == pytest.approx(sum(h["wall_s"] for h in PACED[1:]))
+    assert summary["samples_per_s"] == pytest.approx(425.0) and summary["time_to_first_step_s"] is None
+    assert timing(PACED)["time_to_first_step_s"] == 7.5
+
+
+def test_write_report_writes_metrics_and_curve(tmp_path):
+    import json
+
+    files = write_report({"history": PACED, "before": {"loss": 0.9}}, tmp_path / "r", "t")
+    assert json.loads(files["metrics"].read_text())["history"] == PACED
+    assert files["curve"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,5 @@
-"""Trainer pieces that need no Horovod: data formats, sharding, gate, schedule, checkpoints."""
+"""Trainer pieces that need no Horovod: data formats, sharding, gate, schedule, checkpoints,
+the rank-consistency digests, Horovod's knobs and its timeline."""
 
 from __future__ import annotations
 
@@ -134,3 +135,44 @@ def test_checkpoint_round_trip_and_fingerprint_guard(tmp_path):
     assert int(loaded.optimizer[0]) == 7
     with pytest.raises(TrainerError, match="different run"):
         ckpt.load(tmp_path, ckpt.fingerprint(model="m", version=2))
+
+
+def test_differing_variables_names_exactly_the_ones_whose_digests_differ():
+    from trainer.sync import DIGEST_BYTES, differing_variables
+
+    names = ["dense/kernel", "bn/moving_mean", "bn/moving_variance"]
+    same = np.arange(DIGEST_BYTES * (1 + len(names)), dtype=np.uint8)
+    other = same.copy()
+    other[DIGEST_BYTES * 2] ^= 1  # bn/moving_mean's first byte
+    assert differing_variables(names, np.stack([same, same])) == []
+    assert differing_variables(names, np.stack([same, other, same])) == ["bn/moving_mean"]
+
+
+def test_horovod_knobs_become_its_environment(monkeypatch):
+    from trainer.distributed import configure_horovod
+
+    monkeypatch.delenv("HOROVOD_CYCLE_TIME", raising=False)
+    monkeypatch.delenv("HOROVOD_FUSION_THRESHOLD", raising=False)
+    configure_horovod(2.5, 32)
+    import os
+
+    assert os.environ["HOROVOD_CYCLE_TIME"] == "2.5"
+    assert os.environ["HOROVOD_FUSION_THRESHOLD"] == str(32 * 1024 * 1024)
+
+
+def test_timeline_spans_split_negotiation_from_the_exchange(tmp_path):
+    from trainer.timeline import collectives
+
+    # As Horovod leaves it while running: a list not yet closed, with a trailing comma.
+    (tmp_path / "t.json").write_text('[\n{"name": "process_name", "ph": "M", "pid": 1},\n'
+                                     '{"ph": "B", "name": "NEGOTIATE_ALLREDUCE", "ts": 0, "pid": 1},'
+                                     '{"ph": "E", "ts": 3000, "pid": 1},'
+                                     '{"ph": "B", "name": "ALLREDUCE", "ts": 3000, "pid": 1},'
+                                     '{"ph": "B", "name": "GLOO_ALLREDUCE", "ts": 3500, "pid": 1},'
+                                     '{"ph": "E", "ts": 4500, "pid": 1},{"ph": "E", "ts": 5000, "pid": 1},')
+    ops = collectives(tmp_path / "t.json")
+    assert ops["NEGOTIATE_ALLREDUCE"] == {"count": 1, "ms": 3.0, "median_ms": 3.0}
+    assert ops["ALLREDUCE"] == {"count": 1, "ms": 2.0, "median_ms": 2.0}
+    assert ops["GLOO_ALLREDUCE (inside)"] == {"count": 1, "ms": 1.0, "median_ms": 1.0}
+    (tmp_path / "empty.json").write_text('[\n{"name": "process_name", "ph": "M", "pid": 0},\n')
+    assert collectives(tmp_path / "empty.json") == {}
