@@ -251,13 +251,16 @@ def _publish(model, base, val_data, summary: dict):
         training = {k: summary[k] for k in ("hyperparameters", "world_size", "mode", "examples",
                                              "val_data_digest", "data_sources")}
         training["files"] = {"curve": CURVE_FILE, "metrics": METRICS_FILE}
+        # The drift reference: the held-out rows are a random sample of the training inputs.
+        from model_repo.drift import summarise
+
         return publish_keras_model(
             model, base.repo, base.name, parent_version=base.version,
             sample={"x": val_data.x[:64]},
             manifest_fields={"data_digest": summary["data_digest"],
                              "metrics": {"before": summary["before"], "after": summary["after"],
                                          "gate": summary["gate"]},
-                             "training": training},
+                             "training": training, "input_summary": summarise(val_data.x).to_dict()},
             extra_files={CURVE_FILE: files["curve"], METRICS_FILE: files["metrics"]})
 
 
