@@ -22,6 +22,10 @@ class TensorMeta:
     def shape(self, batching: bool) -> list[int]:
         return ([-1] if batching else []) + list(self.dims)
 
+    def fits(self, dims: tuple[int, ...]) -> bool:
+        """Whether ``dims`` (without the batch dimension) is a shape this tensor takes."""
+        return len(dims) == len(self.dims) and all(d == -1 or d == s for d, s in zip(self.dims, dims))
+
     def to_v2(self, batching: bool) -> dict:
         return {"name": self.name, "datatype": self.datatype, "shape": self.shape(batching)}
 
@@ -58,15 +62,15 @@ class Signature:
             raise BadRequest(f"unexpected input {brief(name)}; the model takes {sorted(self._by_name)}")
         if datatype != meta.datatype:
             raise BadRequest(f"input {name!r} has datatype {datatype}, the model expects {meta.datatype}")
-        dims = list(shape)
-        if self.batching:
+        dims = tuple(shape)
+        if self.max_batch_size > 0:
             if not dims:
                 raise BadRequest(f"input {name!r} needs a batch dimension")
             batch, dims = dims[0], dims[1:]
             if not 1 <= batch <= self.max_batch_size:
                 raise BadRequest(f"input {name!r} has batch size {batch}; the model accepts 1 to "
                                  f"{self.max_batch_size}")
-        if len(dims) != len(meta.dims) or any(d != -1 and d != s for d, s in zip(meta.dims, dims)):
+        if dims != meta.dims and not meta.fits(dims):  # equal: the usual case, one comparison
             raise BadRequest(f"input {name!r} has shape {list(shape)}, the model expects "
                              f"{meta.shape(self.batching)}")
 

@@ -88,3 +88,12 @@ def test_one_scan_prices_the_json_and_finds_every_boolean_literal():
     body = json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [2], "data": [1.0, True]}]})
     with pytest.raises(BadRequest, match="bool"):
         decode_request(body.encode(), None, max_elements=100)
+
+
+def test_variable_dimensions_take_any_size_and_fixed_ones_only_theirs():
+    signature = Signature((TensorMeta("X", "FP32", (-1, 3)),), (TensorMeta("Y", "FP32", (1,)),), max_batch_size=4)
+    signature.check_input("X", "FP32", [2, 5, 3])
+    signature.check_input("X", "FP32", (1, 1, 3))
+    for shape in ([2, 5, 4], [2, 5], [2, 5, 3, 1], [5, 1, 3]):
+        with pytest.raises(BadRequest):
+            signature.check_input("X", "FP32", shape)
