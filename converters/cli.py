@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outputs", help="GraphDef output nodes, comma-separated (default: inferred if unambiguous)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default 17; 13..18)")
     parser.add_argument("--sample", help=".npz with one array per input name, used for the parity check")
+    parser.add_argument("--reference-data", metavar="FILE.npz",
+                        help="training or typical inputs (an array per input name, rows first): their summary "
+                             "goes into the manifest as input_summary, the gateway's drift reference")
     parser.add_argument("--atol", type=float, default=1e-4, help="parity absolute tolerance (default 1e-4)")
     parser.add_argument("--rtol", type=float, default=1e-3, help="parity relative tolerance (default 1e-3)")
     parser.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (float16, fp32 I/O)")
@@ -61,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     # Everything that needs no TensorFlow is checked first: a typo costs a second, not the
     # several seconds of importing TensorFlow and converting.
     check_arguments(args, options)
+    if args.reference_data is not None:
+        from .reference import reference_summary
+
+        options.manifest_fields["input_summary"] = reference_summary(args.reference_data)
     repo = Repository(open_repository(Path(args.repo)))
 
     # Keras traces LSTM/GRU to CudnnRNNV3 when it sees a GPU and tf2onnx cannot convert that;
