@@ -14,6 +14,7 @@ gateway's registry (what to load and split traffic for), its canary controller, 
 
 from __future__ import annotations
 
+import calendar
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,26 +42,31 @@ class ServingPlan:
     serving: list[int]
     canary: int | None
     rejected: list[int] = field(default_factory=list)
+    warm: list[int] = field(default_factory=list)  # loaded, not routed: the stable before a recent promotion
 
     @property
     def stable(self) -> list[int]:
         return [v for v in self.serving if v != self.canary]
 
 
-def read_plan(repo: Repository, model: str, config: ModelConfig, canary: bool = True) -> ServingPlan:
+def read_plan(repo: Repository, model: str, config: ModelConfig, canary: bool = True,
+              warm_seconds: float = 0.0) -> ServingPlan:
     """The plan for ``model`` (blocking: reads every manifest).
 
     Rejected versions are left out before the version policy applies, so after a rollback
-    the policy's ``latest 1`` is the stable version again."""
+    the policy's ``latest 1`` is the stable version again. For ``warm_seconds`` after the
+    newest serving version was promoted, the stable version it replaced stays loaded
+    (``warm``), so rolling the promotion back is a switch, not a load."""
     manifests = _manifests(repo, model)
     rejected = [v for v, m in manifests.items() if m is not None and m.status == REJECTED]
     eligible = [v for v in manifests if v not in rejected]
     wanted = available_versions(config, eligible)
+    warm = _warm(manifests, wanted, rejected, warm_seconds)
     if not canary or not wanted:
-        return ServingPlan(wanted, None, rejected)
+        return ServingPlan(wanted, None, rejected, warm)
     newest = wanted[-1]
     if manifests[newest] is None or not is_pending(manifests[newest]):
-        return ServingPlan(wanted, None, rejected)
+        return ServingPlan(wanted, None, rejected, warm)
     # Undecided canaries never count as stable (a second fine-tuned version must not make
     # the first one the stable side of its comparison).
     stable = available_versions(config, [v for v in eligible
@@ -68,6 +74,28 @@ def read_plan(repo: Repository, model: str, config: ModelConfig, canary: bool = 
     if not stable:
         return ServingPlan(wanted, None, rejected)  # nothing to compare with: the first version just serves
     return ServingPlan(sorted(set(stable) | {newest}), newest, rejected)
+
+
+def _warm(manifests: dict[int, Manifest | None], wanted: list[int], rejected: list[int],
+          seconds: float) -> list[int]:
+    if not wanted or seconds <= 0 or manifests.get(wanted[-1]) is None:
+        return []
+    report = manifests[wanted[-1]].extra.get("canary")
+    if not isinstance(report, dict) or report.get("state") != PROMOTED:
+        return []
+    previous = report.get("stable_version")
+    if not isinstance(previous, int) or previous not in manifests or previous in rejected or previous in wanted:
+        return []
+    return [previous] if decided_since(report) < seconds else []
+
+
+def decided_since(report: dict[str, Any]) -> float:
+    """Seconds since the decision ``report`` records (infinite if it has no time)."""
+    try:
+        stamp = time.strptime(str(report["decided_at"]), "%Y-%m-%dT%H:%M:%SZ")
+    except (KeyError, ValueError):
+        return float("inf")
+    return time.time() - calendar.timegm(stamp)
 
 
 def plan_versions(repo: Repository, model: str, config: ModelConfig,

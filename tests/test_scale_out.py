@@ -34,6 +34,7 @@ def _config(workdir: Path, replay: Path) -> Path:
             "trigger": "samples", "trigger_samples": 40, "np": 1, "data": ["feedback:", str(replay)],
             "options": ["--epochs", "2", "--gate", "accuracy:-0.5"],
             "canary_fraction": 0.5, "canary_window_requests": 30, "canary_min_requests": 10,
+            "rollback_window_seconds": 0,
         }},
     }))
     return config

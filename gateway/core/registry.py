@@ -23,7 +23,7 @@ from model_repo import ModelConfig, Repository, RepoEvent
 from model_repo import ModelNotFound as RepoModelNotFound
 from model_repo import RepositoryError
 
-from model_repo.canary_state import plan_versions
+from model_repo.canary_state import read_plan
 
 from ..runtime.base import Runtime
 from ..settings import Settings
@@ -255,8 +255,12 @@ class Registry:
                 raise LoadError(f"model {model!r}: " + "; ".join(f"version {v}: {r}" for v, r in failures.items()))
 
     def _read(self, model: str) -> tuple[ModelConfig, list[int], int | None]:
+        """(config, versions to load, pending canary); warm versions are loaded like serving
+        ones (unpinned requests go to the newest, never to them)."""
         config = self.repo.read_config(model)
-        return (config, *plan_versions(self.repo, model, config, self.settings.loop_for(model).canary))
+        loop = self.settings.loop_for(model)
+        plan = read_plan(self.repo, model, config, loop.canary, loop.rollback_window_seconds)
+        return config, sorted(set(plan.serving) | set(plan.warm)), plan.canary
 
     async def _load_version(self, model: str, version: int, config: ModelConfig) -> ServedVersion:
         runtime = await asyncio.to_thread(self._factory, self.repo, model, version, config, self.settings)

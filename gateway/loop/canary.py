@@ -37,6 +37,7 @@ from .jobs.record import read_record
 from ..core.errors import BadRequest
 from . import manifests, shadow
 from .canary_verdict import accuracy_test, verdict
+from .rollback import undo_promotion
 from .evidence import Side, evidence_dir, read_evidence, remove_evidence, write_evidence
 from .sequential import TestState
 from .settings import LoopSettings
@@ -208,6 +209,8 @@ class CanaryController:
             report = await asyncio.to_thread(manifests.decision_report, repo, state.model, state.version)
             if report:
                 self._remember(state.model, report)
+                if report.get("state") == PROMOTED:
+                    self._unload_warm_later(state.model)
                 # A last write of ours may have landed after the decider removed the evidence.
                 await asyncio.to_thread(remove_evidence, directory)
 
@@ -278,7 +281,14 @@ class CanaryController:
         return state.to_dict()
 
     async def rollback(self, model: str) -> dict[str, Any]:
-        state = self._live(model)
+        """Roll the live canary back, or else the latest promotion (while its predecessor is warm)."""
+        state = self.current(model)
+        if state is None or not state.live:
+            self.registry.record(model)
+            report = await undo_promotion(self.registry, model, self.settings_for(model).rollback_window_seconds,
+                                          self.instance)
+            self._remember(model, report)
+            return report
         await self._finish(state, ROLLED_BACK, "rolled back by hand", manual=True)
         return state.to_dict()
 
@@ -302,9 +312,9 @@ class CanaryController:
         # has decided: `tunegate models promote|rollback` or another process may have.
         written = await asyncio.to_thread(repo.update_manifest_if, state.model, state.version, is_pending,
                                           **changes)
-        if not state.live:
-            return  # withdrawn while the manifest was written
         if written is None:
+            if not state.live:
+                return  # withdrawn meanwhile: the watcher's path shows what was decided
             existing = await asyncio.to_thread(manifests.decision, repo, state.model, state.version)
             state.state, state.reason = existing or (outcome, why)
             log.info("model %s version %s: canary already decided in its manifest (%s); deferring to it "
@@ -313,6 +323,7 @@ class CanaryController:
             state.changed.set()
             await self.registry.reconcile(state.model)
             return
+        # Ours, even if the repository watcher withdrew the canary while it was written.
         state.state, state.reason = outcome, why
         (log.warning if outcome == ROLLED_BACK else log.info)(
             "model %s version %s: canary %s: %s", state.model, state.version, outcome.replace("_", " "), why)
@@ -321,10 +332,23 @@ class CanaryController:
         state.changed.set()
         await asyncio.to_thread(remove_evidence, evidence_dir(repo.root, state.model, state.version))
         await self.registry.reconcile(state.model)
+        if outcome == PROMOTED:
+            self._unload_warm_later(state.model)
+
+    def _unload_warm_later(self, model: str) -> None:
+        """The replaced stable version stays loaded for the rollback window; then the plan
+        drops it, which nothing in the repository changes to tell the watcher."""
+        async def later() -> None:
+            await asyncio.sleep(self.settings_for(model).rollback_window_seconds + 0.5)
+            await self.registry.reconcile(model)
+
+        if self.settings_for(model).rollback_window_seconds > 0:
+            self.registry.spawn(later())
 
     def _remember(self, model: str, report: dict[str, Any]) -> None:
         history = self.history.setdefault(model, [])
-        if not history or history[-1].get("version") != report.get("version"):
+        if not history or (history[-1].get("version"), history[-1].get("state")) != (report.get("version"),
+                                                                                     report.get("state")):
             history.append(report)
             del history[:-20]
 

@@ -180,6 +180,11 @@ class LoopSettings(BaseModel):
     min_labelled: int = Field(20, ge=1)
     """Labelled answers each side needs before the accuracy test may decide."""
 
+    rollback_window_seconds: float = Field(300.0, ge=0)
+    """After a promotion the stable version it replaced stays loaded this long, so a rollback
+    (``POST .../canary/rollback``) switches back at once, with nothing to load. 0: unloaded
+    at once."""
+
     # --------------------------------------------------- shadow and golden set
     shadow: bool = True
     """Evaluate a fine-tuned version off the request path before any user request reaches it
