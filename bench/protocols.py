@@ -10,7 +10,7 @@ statistics extension) gives the CPU per request. Prints throughput, p50 and p99 
 perf_analyzer's CSV), server CPU per request, and ratios to the gateway's HTTP row.
 
     make perf-analyzer
-    .venv/bin/python bench/protocols.py [--models mlp] [--concurrency 1,8,32] [--seconds 3] [--peer]
+    .venv/bin/python bench/protocols.py [--models mlp] [--concurrency 1,8,32] [--seconds 3] [--peer] [--baseline /tmp/base]
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--repo", type=Path, help="reuse a repository (converted models are cached there)")
     parser.add_argument("--peer", action="store_true", help="also tritonserver, over both protocols")
+    parser.add_argument("--baseline", type=Path, help="also tunegate from this checkout (server tunegate@base)")
     args = parser.parse_args()
     if not PERF_ANALYZER.exists():
         raise SystemExit(f"no {PERF_ANALYZER}: run make perf-analyzer")
@@ -107,6 +108,14 @@ def main() -> int:
         local = f"127.0.0.1:{http_port}"
         targets = [("tunegate", "http", local, local, gateway.pid, False),
                    ("tunegate", "grpc", f"127.0.0.1:{grpc_port}", local, gateway.pid, False)]
+        if args.baseline:
+            base_http, base_grpc = free_port(), free_port()
+            baseline = start_gateway(repo_dir, base_http, 0, None, grpc_port=base_grpc, source=args.baseline.resolve())
+            stack.callback(baseline.wait, 60)
+            stack.callback(baseline.terminate)
+            base_url = f"127.0.0.1:{base_http}"
+            targets += [("tunegate@base", "http", base_url, base_url, baseline.pid, False),
+                        ("tunegate@base", "grpc", f"127.0.0.1:{base_grpc}", base_url, baseline.pid, False)]
         if args.peer:
             write_python_view(Repository(repo_dir), work / "view", names)
             peer = stack.enter_context(TritonServer(find_tritonserver(), work / "view"))

@@ -203,14 +203,17 @@ def wait_ready(url: str, process: subprocess.Popen, what: str) -> None:
 
 
 def start_gateway(repo_dir: Path, port: int, threads: int, triton_url: str | None,
-                  cpus: set[int] | None = None, grpc_port: int = 0) -> subprocess.Popen:
+                  cpus: set[int] | None = None, grpc_port: int = 0, source: Path = ROOT) -> subprocess.Popen:
+    """``tunegate serve`` from the checkout ``source`` (this one by default; another one, e.g.
+    ``git worktree add /tmp/base <commit>``, to compare two commits side by side in one run)."""
     env = {**os.environ, "TUNEGATE_RUNTIME__PROVIDER": "cpu", "TUNEGATE_RUNTIME__INTRA_OP_THREADS": str(threads),
            "TUNEGATE_ACCESS_LOG": "false", "TUNEGATE_LOG_LEVEL": "WARNING", "TUNEGATE_MODEL_CONTROL": "none"}
     if triton_url:
         env["TUNEGATE_RUNTIME__KIND"] = "triton"
         env["TUNEGATE_RUNTIME__TRITON"] = json.dumps({"endpoints": [triton_url]})
-    process = subprocess.Popen([sys.executable, str(ROOT / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
-                                "--port", str(port), "--grpc-port", str(grpc_port)], env=env, cwd=ROOT,
+    # The script's folder comes first on sys.path: ``source``'s packages are the ones imported.
+    process = subprocess.Popen([sys.executable, str(source / "tunegate_cli.py"), "serve", "--repo", str(repo_dir),
+                                "--port", str(port), "--grpc-port", str(grpc_port)], env=env, cwd=source,
                                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     wait_ready(f"127.0.0.1:{port}", process, f"gateway on {port}")
     return process

@@ -16,6 +16,7 @@ tritonserver's row (throughput, CPU per request) and to the floor's (CPU per req
     apt-get install wrk
     .venv/bin/python bench/wrk_peers.py [--models mlp] [--bodies binary,json]
                                         [--concurrency 1,8,32,64] [--seconds 5] [--pin]
+                                        [--baseline /tmp/base]  (another checkout, e.g. a git worktree)
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--pin", action="store_true", help="server on the first CPU, wrk on the rest")
     parser.add_argument("--repo", type=Path, help="reuse a repository (converted models are cached there)")
+    parser.add_argument("--baseline", type=Path, help="also tunegate from this checkout (row tunegate@base)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("no wrk: apt-get install wrk")
@@ -170,6 +172,13 @@ def main() -> int:
         gateway = start_gateway(repo_dir, port, 0, None, cpus=server_cpus)
         stack.callback(gateway.wait, 60)
         stack.callback(gateway.terminate)
+        tunegates = [("tunegate", f"127.0.0.1:{port}", gateway.pid, False)]
+        if args.baseline:
+            base_port = free_port()
+            baseline = start_gateway(repo_dir, base_port, 0, None, cpus=server_cpus, source=args.baseline.resolve())
+            stack.callback(baseline.wait, 60)
+            stack.callback(baseline.terminate)
+            tunegates.append(("tunegate@base", f"127.0.0.1:{base_port}", baseline.pid, False))
         triton = stack.enter_context(TritonServer(find_tritonserver(), work / "view"))
         if server_cpus:
             pin_tree(triton.process.pid, server_cpus, group=True)
@@ -179,7 +188,7 @@ def main() -> int:
                     continue
                 reply, header_length = reply_of(f"127.0.0.1:{port}", name, body, work)
                 with floor(reply, header_length, server_cpus) as floor_server:
-                    servers = [("floor", *floor_server), ("tunegate", f"127.0.0.1:{port}", gateway.pid, False),
+                    servers = [("floor", *floor_server), *tunegates,
                                ("tritonserver", triton.url, triton.process.pid, True)]
                     for concurrency in map(int, args.concurrency.split(",")):
                         rows = {}
