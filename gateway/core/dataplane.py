@@ -49,6 +49,8 @@ class DataPlane:
         parameters = served.runtime.parameters()
         for source in self.parameter_sources:
             parameters.update(source(model))
+        if served.lineage:
+            parameters["lineage"] = served.lineage
         return {
             "name": model,
             "versions": [str(v) for v in record.serving],
@@ -109,7 +111,7 @@ class DataPlane:
             answers = [(o.name, outputs[o.name], request.binary_output if o.binary is None else bool(o.binary))
                        for o in request.outputs]
         response = InferResponse(model_name=model, model_version=str(served.version), id=request.id,
-                                 outputs=answers)
+                                 outputs=answers, lineage_id=served.lineage.get("id"))
         if self.observers:
             self._observe(model, served.version, True, elapsed, request, (feeds, outputs))
         return response

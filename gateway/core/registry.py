@@ -24,6 +24,7 @@ from model_repo import ModelNotFound as RepoModelNotFound
 from model_repo import RepositoryError
 
 from model_repo.canary_state import read_plan
+from model_repo.lineage import lineage
 
 from ..runtime.base import Runtime
 from ..settings import Settings
@@ -50,6 +51,7 @@ class ServedVersion:
     stats: VersionStats
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    lineage: dict = field(default_factory=dict)  # model_repo.lineage, refreshed as its manifest changes
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -209,7 +211,7 @@ class Registry:
             if self.shutting_down:
                 return
             try:
-                config, wanted, canary = await asyncio.to_thread(self._read, model)
+                config, wanted, canary, lineages = await asyncio.to_thread(self._read, model)
             except RepoModelNotFound:
                 self._known.discard(model)
                 self._retire(record, list(record.serving.values()))
@@ -242,6 +244,8 @@ class Registry:
             retired = [s for v, s in record.serving.items() if serving.get(v) is not s]
             record.serving = dict(sorted(serving.items()))  # the atomic switch
             record.config = config
+            for v, served in record.serving.items():
+                served.lineage = lineages.get(v, served.lineage)
             for v in loaded:
                 record.states[v] = (READY, "")
             for v in list(record.states):
@@ -254,13 +258,18 @@ class Registry:
             if failures and force:
                 raise LoadError(f"model {model!r}: " + "; ".join(f"version {v}: {r}" for v, r in failures.items()))
 
-    def _read(self, model: str) -> tuple[ModelConfig, list[int], int | None]:
-        """(config, versions to load, pending canary); warm versions are loaded like serving
-        ones (unpinned requests go to the newest, never to them)."""
+    def _read(self, model: str) -> tuple[ModelConfig, list[int], int | None, dict[int, dict]]:
+        """(config, versions to load, pending canary, their lineage); warm versions are loaded
+        like serving ones (unpinned requests go to the newest, never to them)."""
         config = self.repo.read_config(model)
         loop = self.settings.loop_for(model)
         plan = read_plan(self.repo, model, config, loop.canary, loop.rollback_window_seconds)
-        return config, sorted(set(plan.serving) | set(plan.warm)), plan.canary
+        wanted = sorted(set(plan.serving) | set(plan.warm))
+        lineages = {}
+        for version in wanted:
+            with contextlib.suppress(RepositoryError):  # a hand-made version may have no manifest
+                lineages[version] = lineage(self.repo.read_manifest(model, version))
+        return config, wanted, plan.canary, lineages
 
     async def _load_version(self, model: str, version: int, config: ModelConfig) -> ServedVersion:
         runtime = await asyncio.to_thread(self._factory, self.repo, model, version, config, self.settings)

@@ -61,6 +61,7 @@ class InferResponse:
     model_version: str
     outputs: list[tuple[str, np.ndarray, bool]]  # name, array, send as binary
     id: str | None = None
+    lineage_id: str | None = None  # model_repo.lineage: the exact version that answered
 
 
 class InputSpec(Protocol):

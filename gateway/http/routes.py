@@ -132,6 +132,9 @@ async def model_stats(request: web.Request) -> web.Response:
     return _json(request.app[DATAPLANE].statistics(*_model(request)))
 
 
+LINEAGE_HEADER = "Tunegate-Lineage-Id"  # model:version:sha256-prefix of the version that answered
+
+
 async def infer(request: web.Request) -> web.Response:
     model, version = _model(request)
     settings, dataplane = request.app[SETTINGS], request.app[DATAPLANE]
@@ -146,10 +149,11 @@ async def infer(request: web.Request) -> web.Response:
         placements = {o.name: o.shared_memory for o in parsed.outputs or () if o.shared_memory}
         encode = functools.partial(encode_response, result, placements, shm)
         payload, json_length = await asyncio.to_thread(encode) if offload else encode()
+    headers = {LINEAGE_HEADER: result.lineage_id} if result.lineage_id else {}
     if json_length is None:
-        return web.Response(body=payload, content_type="application/json")
-    return web.Response(body=payload, content_type="application/octet-stream",
-                        headers={HEADER_LENGTH: str(json_length)})
+        return web.Response(body=payload, content_type="application/json", headers=headers)
+    headers[HEADER_LENGTH] = str(json_length)
+    return web.Response(body=payload, content_type="application/octet-stream", headers=headers)
 
 
 # -------------------------------------------------------------- repository

@@ -63,3 +63,20 @@ def test_after_the_window_the_old_version_goes_and_a_rollback_says_why(tmp_path)
         status, body = server.json("POST", "/v2/models/clf/canary/rollback", headers=KEY)
         assert status == 400 and "no longer loaded" in body["error"], body
         assert _version(client) == "2"
+
+
+def test_every_answer_names_its_lineage_and_version_metadata_shows_it(tmp_path):
+    repo = Repository(tmp_path / "repo")
+    loop_models.publish(repo, "clf", loop_models.classifier())
+    with serve(make_settings(repo.root, api_key=API_KEY)) as server:
+        _promote_v2(server)
+        manifest = repo.read_manifest("clf", 2)
+        body = b'{"inputs":[{"name":"X","datatype":"FP32","shape":[1,4],"data":[1,0,0,0.5]}]}'
+        status, headers, _ = server.request("POST", "/v2/models/clf/versions/2/infer", body,
+                                            {"Content-Type": "application/json"})
+        assert status == 200 and headers["Tunegate-Lineage-Id"] == f"clf:2:{manifest.sha256[:12]}"
+        lineage = server.json("GET", "/v2/models/clf/versions/2")[1]["parameters"]["lineage"]
+        assert lineage["id"] == headers["Tunegate-Lineage-Id"] and lineage["parent_version"] == 1
+        wait_for(lambda: server.json("GET", "/v2/models/clf/versions/2")[1]["parameters"]["lineage"]
+                 .get("canary", {}).get("state") == "promoted", what="the decision in the lineage")
+        assert server.json("GET", "/v2/models/clf/versions/2")[1]["parameters"]["lineage"]["shadow"]["passed"]
