@@ -35,7 +35,7 @@ def build_and_train(seed: int = 0):
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=30, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    return model, float(accuracy)
+    return model, float(accuracy), x_train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,10 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.name} already in {repo.root} (versions {repo.list_versions(args.name)}); left as it is")
         return 0
     from converters import publish_keras_model
+    from model_repo.drift import summarise
 
-    model, accuracy = build_and_train()
+    model, accuracy, x_train = build_and_train()
+    # The training inputs' summary is the drift reference: rotated digits stand out against it.
     manifest = publish_keras_model(
-        model, repo, args.name, manifest_fields={"metrics": {"test_accuracy": accuracy}, "dataset": "sklearn load_digits"}
+        model, repo, args.name, manifest_fields={"metrics": {"test_accuracy": accuracy}, "dataset": "sklearn load_digits",
+                                                 "input_summary": summarise(x_train).to_dict()}
     )
     print(f"published {args.name} version {manifest.version} (test accuracy {accuracy:.3f}) in {repo.root}")
     return 0
