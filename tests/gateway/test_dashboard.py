@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -15,6 +16,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from model_repo import Repository
+from model_repo.drift import summarise
 
 from . import loop_models
 from .conftest import API_KEY, make_settings, serve, wait_for
@@ -30,7 +32,13 @@ X = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 4], "data": [1, 0
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("dashboard") / "repo"
-    loop_models.publish(Repository(root), "clf", loop_models.classifier())
+    repo = Repository(root)
+    # Version 1 records the inputs it was made for (uniform noise), so the traffic below drifts.
+    reference = np.random.default_rng(0).uniform(0, 1, (500, 4)).astype(np.float32)
+    with repo.staging("clf") as staged:
+        (staged / "model.onnx").write_bytes(loop_models.classifier())
+        repo.publish("clf", staged, config=loop_models.classifier_config("clf"),
+                     input_summary=summarise(reference).to_dict())
     # No automatic decision while the page watches: the tests decide with the page's buttons.
     settings = make_settings(root, api_key=API_KEY, loop={
         "canary_fraction": 0.5, "canary_window_requests": 100_000, "canary_min_requests": 100_000})
@@ -137,6 +145,10 @@ def test_canary_panel_follows_a_live_canary(server, browser, tmp_path):
     assert seen == sorted(seen) and len(set(seen)) == 3
     series = browser.execute_script("return Object.keys(page.series.clf || {})")
     assert f"rps.v{version}" in series and f"ms.v{version}" in series, series
+    # Per-feature PSI as soon as rows are sampled (the overall score waits for more rows).
+    wait_for(lambda: "drift.feature 0 PSI" in browser.execute_script("return Object.keys(page.series.clf || {})"),
+             what="drift per feature plotted")
+    assert "feature 0" in _text(browser, "#drift-now")
     shot = _screenshot(browser, tmp_path, "dashboard-canary.png")
     assert shot.stat().st_size > 10_000
     assert _severe(browser) == []

@@ -97,6 +97,14 @@ function roleOf(model, v, canary) {
   return (model.serving || []).includes(v.version) ? "serving" : "retired";
 }
 
+function decisionText(report) {
+  if (!report || typeof report !== "object") { return "–"; }
+  const verdict = report.state ?? (report.passed === undefined ? "" : report.passed ? "passed" : "failed");
+  const reason = report.reason || "";
+  if (reason.startsWith(verdict)) { return reason || fmt(report); } // the reason may already say it
+  return `${verdict}${reason ? ": " + reason : ""}` || fmt(report);
+}
+
 function gateText(metrics) {
   const gate = metrics?.gate;
   if (!gate) { return metrics ? fmt(metrics) : "–"; }
@@ -118,7 +126,8 @@ function renderVersions(model, canary, states) {
       el("td", states[v.version] || "–"), el("td", (v.created_at || "").replace("T", " ").slice(0, 19)),
       el("td", v.parent_version ?? "–"), el("td", v.data_digest ? v.data_digest.slice(0, 12) : "–", { title: v.data_digest || "" }),
       el("td", gateText(v.metrics), { class: "wrap", title: JSON.stringify(v.metrics || {}) }),
-      el("td", decision ? `${decision.state}${decision.reason ? ": " + decision.reason : ""}` : "–", { class: "wrap" }),
+      el("td", decisionText(v.extra?.shadow), { class: "wrap", title: JSON.stringify(v.extra?.shadow || {}) }),
+      el("td", decisionText(decision), { class: "wrap" }),
       el("td", v.error || madeBy(v), { title: JSON.stringify(v.extra?.training || {}) }));
     return tr;
   });
@@ -154,9 +163,12 @@ function renderCanary(params, t) {
     fillList($("canary-test"), test);
     record(`canary.v${live.version} accuracy`, t, live.canary?.accuracy);
     record(`canary.v${live.stable_version} accuracy`, t, live.stable?.accuracy);
-    for (const [k, v] of test) { record(`canary.${k}`, t, v); }
+    record(`canary.v${live.version} error rate`, t, live.canary?.error_rate);
+    // One scale per chart: proportions (estimate, interval) beside the accuracies; counts and
+    // log-likelihood ratios stay in the list above.
+    for (const [k, v] of test) { if (/estimate|interval/.test(k)) { record(`canary.${k}`, t, v); } }
   }
-  drawLines($("canary-chart"), seriesMatching("canary."), { title: "canary test over time", xLabel: "time (s)" });
+  drawLines($("canary-chart"), seriesMatching("canary."), { title: "canary test over time", xLabel: "time (s)", range: [0, 1] });
   const last = params.last_canary;
   $("last-canary").textContent = last ? `last decision: version ${last.version} ${last.state}${last.reason ? " — " + last.reason : ""}` : "";
   fillList($("shadow"), params.shadow ? leaves(params.shadow, "shadow") : []);
@@ -167,12 +179,14 @@ function renderDrift(drift, t) {
   if (!drift) {
     $("drift-note").textContent = "no drift reported for this model";
   } else {
-    const pairs = leaves(drift).filter(([, v]) => typeof v === "number");
-    $("drift-note").textContent = `${pairs.length} drift figure(s)`;
-    fillList($("drift-now"), leaves(drift));
-    // Scores per feature, not sample counts or thresholds, make the chart.
-    const scores = pairs.filter(([k]) => /psi|ks|score|stat/i.test(k));
-    for (const [k, v] of (scores.length ? scores : pairs).slice(0, 8)) { record(`drift.${k}`, t, v); }
+    const { top, ...rest } = drift;
+    $("drift-note").textContent = drift.error ? `drift: ${drift.error}`
+      : `score ${drift.score ?? "not yet (too few rows)"} (threshold ${fmt(drift.threshold)}) over ${fmt(drift.rows)} sampled rows`;
+    fillList($("drift-now"), [...leaves(rest), ...(Array.isArray(top) ? top : []).map((f) =>
+      [`feature ${f.feature}`, `PSI ${fmt(f.psi)} · KS ${fmt(f.ks)}`])]);
+    record("drift.score", t, drift.score);
+    // Per feature by its name, not its rank: the most-moved features change places.
+    for (const f of Array.isArray(top) ? top.slice(0, 6) : []) { record(`drift.feature ${f.feature} PSI`, t, f.psi); }
   }
   drawLines($("drift-chart"), seriesMatching("drift."), { title: "drift per feature", xLabel: "time (s)" });
 }
@@ -297,12 +311,18 @@ async function refresh() {
 }
 
 // ------------------------------------------------------------------- actions
+function summary(data) {
+  if (data?.job_id) { return `job ${data.job_id} ${data.state || ""}`; }
+  if (data?.state) { return `version ${data.version} ${data.state}${data.reason ? " — " + data.reason : ""}`; }
+  return JSON.stringify(data).slice(0, 160);
+}
+
 async function act(label, path) {
   const out = $("action-result");
   out.className = "";
   try {
     const r = await call(path, { method: "POST", auth: true });
-    out.textContent = r.ok ? `${label}: done — ${fmt(r.data)}` : `${label}: refused (${r.status}) — ${r.data?.error || ""}`;
+    out.textContent = r.ok ? `${label}: done — ${summary(r.data)}` : `${label}: refused (${r.status}) — ${r.data?.error || ""}`;
     out.className = r.ok ? "ok" : "error";
     out.dataset.status = r.status;
   } catch (exc) {

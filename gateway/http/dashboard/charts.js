@@ -4,7 +4,8 @@
 
 const COLORS = ["#2457c5", "#d9480f", "#1a7f37", "#9c36b5", "#b26a00", "#0b7285", "#c2255c", "#5c940d"];
 
-function drawLines(canvas, series, { title = "", xLabel = "", format = (v) => v.toPrecision(3) } = {}) {
+// ``range``: values the y axis always spans (e.g. [0, 1] for proportions), data beyond widens it.
+function drawLines(canvas, series, { title = "", xLabel = "", range = null, format = (v) => v.toPrecision(3) } = {}) {
   // Drawn at the canvas's own size; CSS scales it (width 100%, height auto).
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height;
@@ -24,6 +25,7 @@ function drawLines(canvas, series, { title = "", xLabel = "", format = (v) => v.
   const ys = shown.flatMap((s) => s.points.map((p) => p[1]));
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  if (range) { y0 = Math.min(y0, range[0]); y1 = Math.max(y1, range[1]); }
   if (x1 === x0) { x1 = x0 + 1; }
   if (y1 === y0) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
   const px = (x) => left + ((x - x0) / (x1 - x0)) * (w - left - right);
@@ -35,7 +37,7 @@ function drawLines(canvas, series, { title = "", xLabel = "", format = (v) => v.
   ctx.fillStyle = "#6b7280";
   ctx.fillText(format(y1), 2, top + 4);
   ctx.fillText(format(y0), 2, h - bottom);
-  ctx.fillText(xLabel, left, h - 4);
+  ctx.fillText(xLabel, w - right - ctx.measureText(xLabel).width, h - bottom + 12);
   shown.forEach((s, i) => {
     const color = s.color || COLORS[i % COLORS.length];
     ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 1.5;
@@ -43,9 +45,10 @@ function drawLines(canvas, series, { title = "", xLabel = "", format = (v) => v.
     s.points.forEach(([x, y], j) => (j ? ctx.lineTo(px(x), py(y)) : ctx.moveTo(px(x), py(y))));
     ctx.stroke();
     if (s.points.length === 1) { ctx.fillRect(px(s.points[0][0]) - 2, py(s.points[0][1]) - 2, 4, 4); }
-    const legendX = w - right - (shown.length - i) * 110;
-    ctx.fillRect(legendX, h - 12, 10, 3);
-    ctx.fillText(s.name.slice(0, 16), legendX + 13, h - 8);
+    const slot = (w - left - right) / shown.length; // legend entries share the bottom row
+    const legendX = left + i * slot;
+    ctx.fillRect(legendX, h - 9, 10, 3);
+    ctx.fillText(s.name.slice(0, Math.max(4, Math.floor((slot - 16) / 6))), legendX + 13, h - 4);
   });
 }
 
