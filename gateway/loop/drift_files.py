@@ -13,7 +13,6 @@ so is a file that does not parse.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 from model_repo.durable import atomic_write_json
 
-from .evidence import LOOP_DIR
+from .evidence import LOOP_DIR, other_processes
 
 log = logging.getLogger("tunegate.drift")
 DRIFT_DIR = "drift"
@@ -47,28 +46,19 @@ def read_windows(directory: Path, *, exclude: str, reference: int, slot_seconds:
     """Every other process's counts in slots ``>= first_slot``, summed, and how many files
     counted (blocking)."""
     total, counted = np.zeros(shape, dtype=np.int64), 0
-    try:
-        files = sorted(directory.glob("*.json"))
-    except OSError:
-        files = []
-    for path in files:
-        if path.stem == exclude:
-            continue
-        try:
-            data = json.loads(path.read_bytes())
-            if float(data["written_at"]) < time.time() - STALE_WINDOWS * window_seconds:
-                path.unlink(missing_ok=True)
-                continue
-            if int(data["reference_version"]) != reference or float(data["slot_seconds"]) != slot_seconds:
-                continue
-            slots = [np.asarray(c, dtype=np.int64) for i, c in data["slots"].items() if int(i) >= first_slot]
-            if any(c.shape != shape for c in slots):
-                raise ValueError(f"counts shaped {[c.shape for c in slots]}, expected {shape}")
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("drift counts %s skipped: %s: %s", path, type(exc).__name__, exc)
-            continue
+
+    def parse(path: Path, data: dict) -> list[np.ndarray] | None:
+        if float(data["written_at"]) < time.time() - STALE_WINDOWS * window_seconds:
+            path.unlink(missing_ok=True)
+            return None
+        if int(data["reference_version"]) != reference or float(data["slot_seconds"]) != slot_seconds:
+            return None
+        slots = [np.asarray(c, dtype=np.int64) for i, c in data["slots"].items() if int(i) >= first_slot]
+        if any(c.shape != shape for c in slots):
+            raise ValueError(f"counts shaped {[c.shape for c in slots]}, expected {shape}")
+        return slots
+
+    for slots in other_processes(directory, exclude, parse, "drift counts"):
         for counts in slots:
             total += counts
         counted += 1

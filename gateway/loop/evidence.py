@@ -23,13 +23,15 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from model_repo.durable import atomic_write_json
 
 log = logging.getLogger("tunegate.canary")
+T = TypeVar("T")
 
 LOOP_DIR = ".loop"  # hidden: Triton, the version scan and the watcher ignore it
 _LOG_WIDTH = math.log(1.02)
@@ -130,10 +132,11 @@ def write_evidence(directory: Path, instance: str, canary: Side, stable: Side) -
         pass  # removed in between: decided
 
 
-def read_evidence(directory: Path, exclude: str = "") -> tuple[Side, Side, int]:
-    """Both sides summed over every process's file but ``exclude``'s, and how many files
-    counted (blocking)."""
-    canary, stable, counted = Side(), Side(), 0
+def other_processes(directory: Path, exclude: str, parse: Callable[[Path, dict], T],
+                    what: str) -> Iterator[T]:
+    """``parse`` of every process's file in ``directory`` but ``exclude``'s (blocking). A
+    file gone meanwhile is passed over; one that does not read or parse (``parse`` raising
+    ValueError, KeyError, TypeError or AttributeError) is logged as ``what`` and skipped."""
     try:
         files = sorted(directory.glob("*.json"))
     except OSError:
@@ -142,13 +145,22 @@ def read_evidence(directory: Path, exclude: str = "") -> tuple[Side, Side, int]:
         if path.stem == exclude:
             continue
         try:
-            data = json.loads(path.read_bytes())
-            sides = Side.from_evidence(data["canary"]), Side.from_evidence(data["stable"])
+            parsed = parse(path, json.loads(path.read_bytes()))
         except FileNotFoundError:
-            continue  # decided and removed while we read
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("canary evidence %s skipped: %s: %s", path, type(exc).__name__, exc)
+            continue  # removed while we read (decided, or long stale)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("%s %s skipped: %s: %s", what, path, type(exc).__name__, exc)
             continue
+        if parsed is not None:
+            yield parsed
+
+
+def read_evidence(directory: Path, exclude: str = "") -> tuple[Side, Side, int]:
+    """Both sides summed over every process's file but ``exclude``'s, and how many files
+    counted (blocking)."""
+    canary, stable, counted = Side(), Side(), 0
+    parse = lambda _, data: (Side.from_evidence(data["canary"]), Side.from_evidence(data["stable"]))  # noqa: E731
+    for sides in other_processes(directory, exclude, parse, "canary evidence"):
         canary.merge(sides[0])
         stable.merge(sides[1])
         counted += 1
