@@ -3,9 +3,10 @@
 In order, on every process's evidence summed (``gateway.loop.evidence``):
 
 1. **Guards** (hard stops, checked once the canary has ``canary_min_requests``): an error
-   rate above the stable version's by more than ``max_error_rate_increase``, or a p99
-   latency above both ``max_p99_ratio`` times the stable's and the stable's plus
-   ``p99_slack_ms``: rolled back at once.
+   rate above the stable version's by more than ``max_error_rate_increase``, or (over at
+   least ``canary_latency_samples`` answers a side) a p99 latency above both
+   ``max_p99_ratio`` times the stable's and the stable's plus ``p99_slack_ms``: rolled back
+   at once.
 2. **Accuracy**, when labelled feedback scores both sides' answers: the sequential test of
    ``gateway.loop.sequential`` decides as soon as the labels suffice, with error rates
    ``canary_alpha`` (rolling back a canary as good) and ``canary_beta`` (promoting one worse
@@ -38,7 +39,10 @@ def guard_failure(c: Side, s: Side, settings: LoopSettings) -> str | None:
     if c.error_rate - s.error_rate > settings.max_error_rate_increase:
         return (f"error rate {c.error_rate:.2%} on {c.requests} requests vs {s.error_rate:.2%} "
                 f"on the stable version (allowed +{settings.max_error_rate_increase:.2%})")
-    if c.p99_ms is not None and s.p99_ms is not None and s.latency_count >= 10:
+    # A p99 over a few answers is their slowest one (a cold cache, a busy neighbour): judge
+    # latency only on enough answers each side.
+    enough = min(c.latency_count, s.latency_count) >= settings.canary_latency_samples
+    if enough and c.p99_ms is not None and s.p99_ms is not None:
         limit = max(s.p99_ms * settings.max_p99_ratio, s.p99_ms + settings.p99_slack_ms)
         if c.p99_ms > limit:
             return f"p99 latency {c.p99_ms:.1f} ms vs {s.p99_ms:.1f} ms on the stable version"

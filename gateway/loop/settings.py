@@ -171,6 +171,9 @@ class LoopSettings(BaseModel):
     max_error_rate_increase: float = Field(0.01, ge=0)
     """Guard: rollback when the canary's error rate exceeds the stable version's by more."""
 
+    canary_latency_samples: int = Field(100, ge=1)
+    """Guard: the p99 latencies are compared once each side has this many successful answers."""
+
     max_p99_ratio: float = Field(3.0, ge=1)
     """Guard: rollback when the canary's p99 latency exceeds the stable's times this ratio..."""
 
