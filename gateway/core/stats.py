@@ -1,11 +1,20 @@
 """Per-version statistics in Triton's shape; the one source for ``/stats`` and ``/metrics``.
 
 All updates happen on the event loop (the batcher resolves futures there), so no locks.
+
+Latency distributions are histograms, not Triton's ``nv_inference_*_summary_us`` summaries:
+a summary's quantiles cannot be added up, while ``/metrics`` sums several workers'
+expositions (core/metrics_merge.py), Prometheus sums replicas, and a removed version's
+counts fold into its model's ``retired`` series; bucket counts add up in all three places,
+and ``histogram_quantile`` gives any quantile afterwards. Each successful request costs one
+``bisect`` and one list increment per histogram; the sums and counts are the cumulative
+durations already kept, so nothing else is added to the hot path.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +52,26 @@ class Timing:
 
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")  # Triton's label values
 
+# Upper bounds (``le``) of the latency histograms' buckets, in microseconds as Triton's
+# durations are: 100 µs (a small model on a warm CPU) to 10 s (a queue timeout's scale).
+LATENCY_BUCKETS_US = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+                      250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000)
+_BOUNDS_NS = tuple(b * 1000 for b in LATENCY_BUCKETS_US)
+
+
+def _buckets() -> list[int]:
+    """One count per bucket and one over the last bound (+Inf); not cumulative."""
+    return [0] * (len(_BOUNDS_NS) + 1)
+
+
+def cumulative(counts: list[int]) -> list[int]:
+    """Prometheus' ``_bucket`` values: the counts at or under each bound, then +Inf."""
+    out, running = [], 0
+    for count in counts:
+        running += count
+        out.append(running)
+    return out
+
 
 @dataclass
 class VersionStats:
@@ -58,6 +87,14 @@ class VersionStats:
     failures_by_reason: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0))
     batch_stats: dict[int, BatchStat] = field(default_factory=dict)
     pending: int = 0  # requests waiting in the queue now (a gauge)
+    # Latency histograms of successful requests (bucket counts, see LATENCY_BUCKETS_US): the
+    # whole request, its wait in the queue, and its batch's compute (input + infer + output).
+    request_buckets: list[int] = field(default_factory=_buckets)
+    queue_buckets: list[int] = field(default_factory=_buckets)
+    compute_buckets: list[int] = field(default_factory=_buckets)
+    # Responses the model failed to make, and requests cancelled: response_stats' fail/cancel.
+    response_fail: Duration = field(default_factory=Duration)
+    response_cancel: Duration = field(default_factory=Duration)
 
     def record_success(self, rows: int, total_ns: int, timing: Timing) -> None:
         self.success.add(total_ns)
@@ -65,12 +102,19 @@ class VersionStats:
         self.compute_input.add(timing.input_ns)
         self.compute_infer.add(timing.infer_ns)
         self.compute_output.add(timing.output_ns)
+        self.request_buckets[bisect_left(_BOUNDS_NS, total_ns)] += 1
+        self.queue_buckets[bisect_left(_BOUNDS_NS, timing.queue_ns)] += 1
+        self.compute_buckets[bisect_left(_BOUNDS_NS, timing.input_ns + timing.infer_ns + timing.output_ns)] += 1
         self.inference_count += rows
         self.last_inference_ms = int(time.time() * 1000)
 
     def record_failure(self, total_ns: int, reason: str) -> None:
         self.fail.add(total_ns)
         self.failures_by_reason[reason if reason in self.failures_by_reason else "OTHER"] += 1
+        if reason == "BACKEND":
+            self.response_fail.add(total_ns)
+        elif reason == "CANCELED":
+            self.response_cancel.add(0)  # nothing held to clean up: the batcher drops it
         self.last_inference_ms = int(time.time() * 1000)
 
     def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
@@ -82,8 +126,13 @@ class VersionStats:
 
     def absorb(self, other: VersionStats) -> None:
         """Add another version's totals to these (a removed version's, into its model's)."""
-        for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+        for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output",
+                     "response_fail", "response_cancel"):
             getattr(self, name).add(getattr(other, name).ns, getattr(other, name).count)
+        for name in ("request_buckets", "queue_buckets", "compute_buckets"):
+            ours, theirs = getattr(self, name), getattr(other, name)
+            for i, count in enumerate(theirs):
+                ours[i] += count
         self.inference_count += other.inference_count
         self.execution_count += other.execution_count
         self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
@@ -112,12 +161,29 @@ class VersionStats:
                 "cache_hit": {"count": 0, "ns": 0},
                 "cache_miss": {"count": 0, "ns": 0},
             },
+            "response_stats": self.response_stats(),
             "batch_stats": [
                 {"batch_size": size, "compute_input": s.compute_input.to_dict(),
                  "compute_infer": s.compute_infer.to_dict(), "compute_output": s.compute_output.to_dict()}
                 for size, s in sorted(self.batch_stats.items())
             ],
         }
+
+    def response_stats(self) -> dict[str, Any]:
+        """Triton's ``response_stats``: keyed by the response's index, and a model that is not
+        decoupled answers each request with one response, "0". Its infer and output times are
+        the requests' own (``inference_stats``); a success lasts their sum, as Triton counts it."""
+        if not (self.success.count or self.response_fail.count or self.response_cancel.count):
+            return {}
+        infer, output = self.compute_infer, self.compute_output
+        return {"0": {
+            "compute_infer": infer.to_dict(),
+            "compute_output": output.to_dict(),
+            "success": {"count": self.success.count, "ns": infer.ns + output.ns},
+            "fail": self.response_fail.to_dict(),
+            "empty_response": {"count": 0, "ns": 0},
+            "cancel": self.response_cancel.to_dict(),
+        }}
 
 
 class StatsBook:
