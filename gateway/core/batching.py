@@ -34,15 +34,17 @@ import numpy as np
 from .errors import GatewayError, InferenceError, ModelNotReady, QueueFull, QueueTimeout
 from .scheduling import BATCH_SCHEDULE, NO_SCHEDULE, BatchPolicy, QueuePolicy, Schedule
 from .stats import Timing, VersionStats
+from .tracing import open_batch
 
 RunBatch = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
 class _Request:
-    __slots__ = ("inputs", "rows", "key", "future", "level", "schedule", "timer", "enqueued_ns")
+    __slots__ = ("inputs", "rows", "key", "future", "level", "schedule", "timer", "enqueued_ns", "trace")
 
     def __init__(self, inputs: dict[str, np.ndarray], rows: int, future: asyncio.Future, level: int,
-                 schedule: Schedule) -> None:
+                 schedule: Schedule, trace=None) -> None:
+        self.trace = trace  # its RequestTrace when it is traced (tracing.py), else None
         self.inputs = inputs
         self.rows = rows
         self.key = _merge_key(inputs)
@@ -120,9 +122,10 @@ class Batcher:
         return sum(len(level.delayed) for level in self._levels.values())
 
     async def submit(self, inputs: dict[str, np.ndarray], rows: int, *, priority: int = 0,
-                     timeout_us: int = 0) -> tuple[dict[str, np.ndarray], Timing]:
+                     timeout_us: int = 0, trace=None) -> tuple[dict[str, np.ndarray], Timing]:
         """Queue a request and wait for its answer. ``priority`` and ``timeout_us`` are the
-        request's own (0: not given); the policy decides what they count for."""
+        request's own (0: not given); the policy decides what they count for. ``trace``: the
+        request's trace, when it is traced."""
         if self._closing:
             raise ModelNotReady(f"{self._name} is unloading")
         level_no = self.policy.level_of(priority)
@@ -132,7 +135,7 @@ class Batcher:
             raise QueueFull(f"{self._name}: queue full ({len(level)} requests waiting{at}); retry later")
         loop = asyncio.get_running_loop()
         schedule = Schedule(priority, timeout_us) if priority or timeout_us else NO_SCHEDULE
-        request = _Request(inputs, rows, loop.create_future(), level_no, schedule)
+        request = _Request(inputs, rows, loop.create_future(), level_no, schedule, trace)
         timeout = level.policy.timeout_for(timeout_us)
         if timeout:
             request.timer = loop.call_later(timeout / 1e6, self._expire, request, timeout)
@@ -305,6 +308,7 @@ class Batcher:
         return chosen
 
     async def _execute(self, batch: Sequence[_Request]) -> None:
+        spans = None
         try:
             # A caller may have gone away since the batch was formed: it does not run.
             batch = [r for r in batch if not r.future.done()]
@@ -320,6 +324,7 @@ class Batcher:
             else:
                 inputs = {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
             merged = time.perf_counter_ns()
+            spans = open_batch(batch, total, started, merged)  # None unless a request in it is traced
             outputs = await self._run(inputs)
             ran = time.perf_counter_ns()
             if len(batch) == 1:
@@ -334,6 +339,8 @@ class Batcher:
                          for i in range(len(batch))]
             split = time.perf_counter_ns()
             self._stats.record_execution(total, merged - started, ran - merged, split - ran)
+            if spans is not None:
+                spans.close(ran, split)
             for request, part in zip(batch, parts):
                 if not request.future.done():
                     timing = Timing(started - request.enqueued_ns, merged - started, ran - merged,
@@ -341,6 +348,8 @@ class Batcher:
                     request.future.set_result((part, timing))
         except Exception as exc:
             error = exc if isinstance(exc, GatewayError) else InferenceError(f"{self._name}: {exc}")
+            if spans is not None:
+                spans.fail(error)
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(error)
