@@ -87,6 +87,8 @@ class VersionStats:
     failures_by_reason: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0))
     batch_stats: dict[int, BatchStat] = field(default_factory=dict)
     pending: int = 0  # requests waiting in the queue now (a gauge)
+    cache_hit: Duration = field(default_factory=Duration)  # response cache: lookups that answered
+    cache_miss: Duration = field(default_factory=Duration)  # lookups that did not, plus the insert
     # Latency histograms of successful requests (bucket counts, see LATENCY_BUCKETS_US): the
     # whole request, its wait in the queue, and its batch's compute (input + infer + output).
     request_buckets: list[int] = field(default_factory=_buckets)
@@ -106,6 +108,12 @@ class VersionStats:
         self.queue_buckets[bisect_left(_BOUNDS_NS, timing.queue_ns)] += 1
         self.compute_buckets[bisect_left(_BOUNDS_NS, timing.input_ns + timing.infer_ns + timing.output_ns)] += 1
         self.inference_count += rows
+        self.last_inference_ms = int(time.time() * 1000)
+
+    def record_cached(self, total_ns: int) -> None:
+        """A request the response cache answered: a success, with no queue or compute (Triton's
+        inference and execution counts leave cached requests out)."""
+        self.success.add(total_ns)
         self.last_inference_ms = int(time.time() * 1000)
 
     def record_failure(self, total_ns: int, reason: str) -> None:
@@ -135,6 +143,8 @@ class VersionStats:
                 ours[i] += count
         self.inference_count += other.inference_count
         self.execution_count += other.execution_count
+        self.cache_hit.add(other.cache_hit.ns, other.cache_hit.count)
+        self.cache_miss.add(other.cache_miss.ns, other.cache_miss.count)
         self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
         for reason, count in other.failures_by_reason.items():
             self.failures_by_reason[reason] += count
@@ -158,8 +168,8 @@ class VersionStats:
                 "compute_input": self.compute_input.to_dict(),
                 "compute_infer": self.compute_infer.to_dict(),
                 "compute_output": self.compute_output.to_dict(),
-                "cache_hit": {"count": 0, "ns": 0},
-                "cache_miss": {"count": 0, "ns": 0},
+                "cache_hit": self.cache_hit.to_dict(),
+                "cache_miss": self.cache_miss.to_dict(),
             },
             "response_stats": self.response_stats(),
             "batch_stats": [
