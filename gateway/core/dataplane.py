@@ -16,6 +16,8 @@ from .registry import Registry
 from .scheduling import Schedule
 from .signature import Signature
 from .stats import StatsBook
+from .log_settings import LogSettings
+from .tracing import Tracing
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "schedule_policy",
               "statistics"]
@@ -30,6 +32,9 @@ class DataPlane:
         # response or None) and extra metadata parameters per model (canary, jobs).
         self.observers: list[Callable[..., None]] = []
         self.parameter_sources: list[Callable[[str], dict[str, Any]]] = []
+        # Triton's trace and logging extensions: what they read and change.
+        self.tracing = Tracing(registry.settings.tracing)  # off until the composition root starts it
+        self.logs = LogSettings(registry.settings.log_level)
 
     # ---------------------------------------------------------------- health
     def live(self) -> bool:
@@ -77,7 +82,8 @@ class DataPlane:
         return config_to_dict(self.registry.route(model, version).config)
 
     # ------------------------------------------------------------- inference
-    async def infer(self, model: str, version: str | None, request: InferRequest) -> InferResponse:
+    async def infer(self, model: str, version: str | None, request: InferRequest, trace=None) -> InferResponse:
+        """``trace``: the request's RequestTrace when it is traced (tracing.py), else None."""
         # A client's id (parameters.client_id) keeps it on one side of a traffic split.
         client = request.parameters.get("client_id") if request.parameters else None
         with self.registry.lease(model, version, None if client is None else str(client)) as served:
@@ -92,6 +98,8 @@ class DataPlane:
                     wanted = [o.name for o in request.outputs]
                     signature.check_outputs(wanted)
                 feeds = served.runtime.prepare(feeds)
+                if trace is not None:
+                    trace.served(served.version)
                 outputs, timing = await served.batcher.submit(feeds, rows, priority=schedule.priority,
                                                               timeout_us=schedule.timeout_us)
             except asyncio.CancelledError:
