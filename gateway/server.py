@@ -74,12 +74,14 @@ class Gateway:
         shm = SharedMemoryRegions(settings.allow_shared_memory)
         if settings.allow_shared_memory:
             dataplane.extensions.append("system_shared_memory")
+        dataplane.extensions += ["logging", "trace"]  # Triton's run-time log and trace settings
         return cls(settings, repo, book, fleet, registry, dataplane, budget, metrics, loop, shm, RequestIds())
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
         if not await asyncio.to_thread(self.repo.root.is_dir):
             raise GatewayError(f"model repository {self.repo.root} is not a directory")
+        self.dataplane.tracing.start()
         try:
             async with self.registry.running():
                 if self.settings.exit_on_error:
@@ -96,6 +98,8 @@ class Gateway:
         finally:
             self.shm.close()
             await self.fleet.close()
+            await self.dataplane.tracing.close()  # the last spans exported
+            self.dataplane.logs.close()
 
     async def scrape(self) -> bytes:
         """The Prometheus exposition: this process's, summed with its sibling workers'."""
