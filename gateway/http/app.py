@@ -29,6 +29,7 @@ from .logs import ClientErrorLogFilter
 from .loop_routes import add_loop_routes
 from .routes import add_routes
 from .shm_routes import add_shared_memory_routes
+from .trace_routes import add_trace_routes
 
 log = logging.getLogger("tunegate.gateway")
 REQUEST_ID = "X-Request-ID"
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
     add_routes(app)
     add_loop_routes(app)
     add_shared_memory_routes(app)
+    add_trace_routes(app)
     add_dashboard_routes(app)
     app.cleanup_ctx.append(_quiet_client_errors_ctx)
     if owned:
