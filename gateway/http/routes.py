@@ -62,14 +62,19 @@ async def read_body(request: web.Request, claim: Claim) -> bytes:
 
 
 async def read_request(request: web.Request, header_length: int | None, spec: InputSpec, claim: Claim,
-                       shm: SharedMemoryRegions | None = None) -> tuple[InferRequest, int]:
+                       shm: SharedMemoryRegions | None = None, trace=None) -> tuple[InferRequest, int]:
     """An inference-shaped body (infer, feedback) read and decoded under ``claim``, and its
-    size. Large bodies are decoded in a thread so one big JSON request never stalls the loop."""
+    size. Large bodies are decoded in a thread so one big JSON request never stalls the loop.
+    ``trace``: the request's trace (tracing.py), which gets its receive and decode spans."""
     settings = request.app[SETTINGS]
     body = await read_body(request, claim)
+    if trace is not None:
+        trace.phase("receive")
     decode = functools.partial(decode_request, body, header_length, max_elements=settings.max_elements,
                                spec=spec, claim=claim, shm=shm)
     parsed = await asyncio.to_thread(decode) if len(body) >= settings.codec_offload_bytes else decode()
+    if trace is not None:
+        trace.decoded(parsed.inputs)
     return parsed, len(body)
 
 
@@ -140,15 +145,27 @@ async def infer(request: web.Request) -> web.Response:
     settings, dataplane = request.app[SETTINGS], request.app[DATAPLANE]
     header_length = _header_length(request)
     spec = dataplane.input_spec(model, version)  # 404/503 before reading a body for nothing
-    with request.app[BUDGET].claim() as claim:
-        shm = request.app[SHM]
-        parsed, size = await read_request(request, header_length, spec, claim, shm)
-        offload = size >= settings.codec_offload_bytes
-        result = await dataplane.infer(model, version, parsed)
-        claim.take(response_cost(result), "the response")
-        placements = {o.name: o.shared_memory for o in parsed.outputs or () if o.shared_memory}
-        encode = functools.partial(encode_response, result, placements, shm)
-        payload, json_length = await asyncio.to_thread(encode) if offload else encode()
+    tracing = dataplane.tracing
+    trace = tracing.begin(model, request.headers, "http") if tracing.active else None  # None when off
+    try:
+        with request.app[BUDGET].claim() as claim:
+            shm = request.app[SHM]
+            parsed, size = await read_request(request, header_length, spec, claim, shm, trace)
+            offload = size >= settings.codec_offload_bytes
+            result = await dataplane.infer(model, version, parsed, trace)
+            if trace is not None:
+                trace.mark()
+            claim.take(response_cost(result), "the response")
+            placements = {o.name: o.shared_memory for o in parsed.outputs or () if o.shared_memory}
+            encode = functools.partial(encode_response, result, placements, shm)
+            payload, json_length = await asyncio.to_thread(encode) if offload else encode()
+    except BaseException as exc:
+        if trace is not None:
+            trace.fail(exc)
+        raise
+    if trace is not None:
+        trace.phase("encode")
+        trace.finish()
     headers = {LINEAGE_HEADER: result.lineage_id} if result.lineage_id else {}
     if json_length is None:
         return web.Response(body=payload, content_type="application/json", headers=headers)
