@@ -3,7 +3,9 @@
 
 Errors are answered in one place (:func:`rpc` and ``errors.status_of``); a streamed infer's
 error goes in that answer's ``error_message`` and the stream goes on, as in Triton. The
-CUDA shared-memory, trace and log RPCs answer UNIMPLEMENTED: those features are not here.
+CUDA shared-memory RPCs answer UNIMPLEMENTED: that feature is not here. ``TraceSetting`` and
+``LogSettings`` read and change the same settings as HTTP's trace and logging extensions; a
+``TraceSetting`` call with no settings reads them (to clear a model's, send its fields empty).
 """
 
 from __future__ import annotations
@@ -115,16 +117,20 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     # ------------------------------------------------------------ inference
     @rpc
     async def ModelInfer(self, request, context):
-        return await self._infer(request)
+        return await self._infer(request, context)
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         # Request capture files the inputs under this id; a request without one gets the
         # gateway's next, and its answer carries it, so it can be labelled later too.
         request_id = request.id or self.gateway.request_ids.next()
         token = REQUEST_ID.set(request_id)
+        trace = None
         try:
             model, version = _model(request.model_name, request.model_version)
             spec = self.dataplane.input_spec(model, version)  # NOT_FOUND/UNAVAILABLE before decoding
+            tracing = self.dataplane.tracing
+            if tracing.active:  # the one check when tracing is off; traceparent from the metadata
+                trace = tracing.begin(model, dict(context.invocation_metadata() or ()), "grpc")
             with self.gateway.budget.claim() as claim:
                 size = request.ByteSize()
                 claim.take(size, "the request message")  # already received: held while it is decoded
@@ -133,14 +139,25 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                                            spec=spec, claim=claim, shm=shm)
                 # Large requests are decoded in a thread so one never stalls the loop.
                 parsed = await asyncio.to_thread(decode) if size >= self.settings.codec_offload_bytes else decode()
-                result = await self.dataplane.infer(model, version, parsed)
+                if trace is not None:
+                    trace.decoded(parsed.inputs)
+                result = await self.dataplane.infer(model, version, parsed, trace)
+                if trace is not None:
+                    trace.mark()
                 cost = response_cost(result)
                 claim.take(cost, "the response")
                 placements = {o.name: o.shared_memory for o in parsed.outputs or () if o.shared_memory}
                 encode = functools.partial(encode_response, result, placements, shm)
                 answer = await asyncio.to_thread(encode) if cost >= self.settings.codec_offload_bytes else encode()
                 answer.id = request_id
+                if trace is not None:
+                    trace.phase("encode")
+                    trace.finish()
                 return answer
+        except BaseException as exc:
+            if trace is not None:
+                trace.fail(exc)
+            raise
         finally:
             REQUEST_ID.reset(token)
 
@@ -152,7 +169,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                answers.put_nowait(pb.ModelStreamInferResponse(infer_response=await self._infer(request)))
+                answers.put_nowait(pb.ModelStreamInferResponse(infer_response=await self._infer(request, context)))
             except Exception as exc:
                 code, message = status_of(exc, "ModelStreamInfer")
                 self.errors.labels(code.name).inc()
@@ -236,6 +253,32 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     CudaSharedMemoryStatus = _unimplemented("CUDA shared memory")
     CudaSharedMemoryRegister = _unimplemented("CUDA shared memory")
     CudaSharedMemoryUnregister = _unimplemented("CUDA shared memory")
-    TraceSetting = _unimplemented("tracing")
-    LogSettings = _unimplemented("changing log settings over gRPC")
+
+    # ------------------------------------------------------ trace and log settings
+    @rpc
+    async def TraceSetting(self, request, context):
+        model = check_model_name(request.model_name) if request.model_name else None
+        tracing = self.dataplane.tracing
+        if request.settings:
+            self._authorize(context)
+            # A field sent with no value clears it (tritonclient sends None that way).
+            tracing.update({k: list(v.value) or None for k, v in request.settings.items()}, model)
+        answer = pb.TraceSettingResponse()
+        for name, value in tracing.settings_of(model).items():
+            answer.settings[name].value.extend(value if isinstance(value, list) else [value])
+        return answer
+
+    @rpc
+    async def LogSettings(self, request, context):
+        logs = self.dataplane.logs
+        if request.settings:
+            self._authorize(context)
+            logs.update({k: getattr(v, v.WhichOneof("parameter_choice")) if v.WhichOneof("parameter_choice")
+                         else None for k, v in request.settings.items()})
+        answer = pb.LogSettingsResponse()
+        for name, value in logs.show().items():
+            field = "bool_param" if isinstance(value, bool) else "uint32_param" if isinstance(value, int) \
+                else "string_param"
+            setattr(answer.settings[name], field, value)
+        return answer
 
