@@ -65,7 +65,8 @@ class EndpointClient(Protocol):
     async def metadata(self, model: str, version: str) -> dict[str, Any]: ...
     async def config(self, model: str, version: str) -> dict[str, Any]: ...
     async def infer(self, model_name: str, inputs: Sequence[Tensor], *, model_version: str,
-                    outputs: Sequence[str], priority: int = 0, timeout: int | None = None) -> InferResult: ...
+                    outputs: Sequence[str], priority: int = 0, timeout: int | None = None,
+                    headers: dict[str, str] | None = None) -> InferResult: ...
     async def close(self) -> None: ...
 
 
@@ -114,7 +115,8 @@ class HttpEndpointClient:
             return await self._client.get_model_config(model, version)
 
     async def infer(self, model_name: str, inputs: Sequence[Tensor], *, model_version: str,
-                    outputs: Sequence[str], priority: int = 0, timeout: int | None = None) -> InferResult:
+                    outputs: Sequence[str], priority: int = 0, timeout: int | None = None,
+                    headers: dict[str, str] | None = None) -> InferResult:
         tensors = []
         for name, datatype, array in inputs:
             tensor = http_aio.InferInput(name, list(array.shape), datatype)
@@ -123,7 +125,7 @@ class HttpEndpointClient:
         wanted = [http_aio.InferRequestedOutput(name, binary_data=True) for name in outputs]
         with _http_failures():
             return await self._client.infer(model_name, tensors, model_version=model_version, outputs=wanted,
-                                            priority=priority, timeout=timeout)
+                                            priority=priority, timeout=timeout, headers=headers)
 
     async def close(self) -> None:
         await self._probe.close()
@@ -188,7 +190,8 @@ class GrpcEndpointClient:
         return answer.get("config", {})
 
     async def infer(self, model_name: str, inputs: Sequence[Tensor], *, model_version: str,
-                    outputs: Sequence[str], priority: int = 0, timeout: int | None = None) -> InferResult:
+                    outputs: Sequence[str], priority: int = 0, timeout: int | None = None,
+                    headers: dict[str, str] | None = None) -> InferResult:
         tensors = []
         for name, datatype, array in inputs:
             tensor = grpc_aio.InferInput(name, list(array.shape), datatype)
@@ -198,7 +201,8 @@ class GrpcEndpointClient:
         async with self._slots:
             with _grpc_failures():
                     return await self._client.infer(model_name, tensors, model_version=model_version,
-                                                outputs=wanted, priority=priority, timeout=timeout)
+                                                outputs=wanted, priority=priority, timeout=timeout,
+                                                headers=headers)  # gRPC metadata
 
     async def close(self) -> None:
         await self._client.close()
