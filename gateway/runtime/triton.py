@@ -22,6 +22,7 @@ from model_repo import ModelConfig
 
 from ..core.batching import BatchPolicy
 from ..core.scheduling import BATCH_SCHEDULE
+from ..core.tracing import TRACEPARENT
 from ..core.errors import GatewayError, LoadError
 from ..settings import RuntimeSettings
 from ..core.signature import Signature
@@ -109,9 +110,11 @@ class TritonRuntime(Runtime):
         tensors = [(meta.name, meta.datatype, inputs[meta.name]) for meta in self.signature.inputs]
         wanted = list(outputs)
         schedule = BATCH_SCHEDULE.get()  # the client's priority and timeout, for Triton's own queue
+        traceparent = TRACEPARENT.get()  # the batch's compute span when traced: Triton's spans join the trace
+        headers = {"traceparent": traceparent} if traceparent else None
         result = await self._pool.call(
             lambda c: c.infer(self.remote_name, tensors, model_version=str(self.version), outputs=wanted,
-                              priority=schedule.priority, timeout=schedule.timeout_us or None),
+                              priority=schedule.priority, timeout=schedule.timeout_us or None, headers=headers),
             f"{self.model} version {self.version}")
         answer = {}
         for name in outputs:
