@@ -11,7 +11,8 @@ from model_repo import ModelConfig, config_to_dict
 
 from .. import __version__
 from .types import InferRequest, InferResponse
-from .errors import BadRequest, GatewayError, QueueFull, QueueTimeout
+from .errors import GatewayError, QueueFull, QueueTimeout
+from .load_overrides import apply_overrides, parse_overrides
 from .registry import Registry
 from .scheduling import Schedule
 from .signature import Signature
@@ -144,9 +145,11 @@ class DataPlane:
         return self.registry.index(ready_only)
 
     async def load(self, model: str, parameters: dict[str, Any] | None = None) -> None:
-        unsupported = sorted(k for k in (parameters or {}) if k == "config" or k.startswith("file:"))
-        if unsupported:
-            raise BadRequest(f"load parameters {unsupported} are not supported: publish a version instead")
+        """Load or reload ``model``; Triton's overrides (``config``, ``file:<path>``) are first
+        checked and published through the repository (``load_overrides.py``)."""
+        overrides = parse_overrides(model, parameters or {})
+        if not overrides.empty:
+            await apply_overrides(self.registry.repo, self.registry.settings, model, overrides)
         await self.registry.load(model)
 
     async def unload(self, model: str) -> None:
