@@ -123,12 +123,22 @@ def test_datatype_that_is_not_a_name_is_400(gateway, datatype):
     assert "datatype" in _error(status, headers, raw)
 
 
-@pytest.mark.parametrize("parameters", [[1], True, "config", 3, {"config": "{}"}, {"file:1/model.onnx": "AA=="}])
-def test_repository_load_parameters_must_be_an_object_without_overrides(gateway, parameters):
+@pytest.mark.parametrize("parameters", [[1], True, "config", 3])
+def test_repository_load_parameters_must_be_an_object(gateway, parameters):
     status, headers, raw = _post(gateway, "/v2/repository/models/mlp/load",
                                  json.dumps({"parameters": parameters}).encode(), {"X-API-Key": API_KEY})
     assert status == 400, raw
     assert "parameters" in _error(status, headers, raw)
+
+
+@pytest.mark.parametrize(("parameters", "reason"), [({"config": "{}"}, "does not load under the given config"),
+                                                  ({"file:1/model.onnx": "AA=="}, "needs the 'config' parameter")])
+def test_repository_load_with_a_bad_override_is_400(gateway, parameters, reason):
+    status, headers, raw = _post(gateway, "/v2/repository/models/mlp/load",
+                                 json.dumps({"parameters": parameters}).encode(), {"X-API-Key": API_KEY})
+    assert status == 400, raw
+    assert reason in _error(status, headers, raw)
+    assert gateway.repo.list_versions("mlp") == [1]
 
 
 def test_repository_index_ready_must_be_boolean(gateway):
