@@ -125,3 +125,88 @@ def _int64_to_numbers(data: dict, descriptor) -> dict:
             else:
                 data[key] = _int64_to_numbers(value, sub)
     return data
+
+
+# ------------------------------------------------- serving features of the config
+LABELS_FILE = "labels.txt"  # what the converter names the label file it writes
+WARMUP_DIR = "warmup"  # Triton's sub-directory of the model directory for warm-up data files
+
+
+def response_cache_enabled(config: ModelConfig) -> bool:
+    """Triton's ``response_cache { enable: true }``."""
+    return config.HasField("response_cache") and config.response_cache.enable
+
+
+def label_files(config: ModelConfig) -> dict[str, str]:
+    """Output name -> its ``label_filename`` (a file in the model's directory)."""
+    return {output.name: output.label_filename for output in config.output if output.label_filename}
+
+
+def _inside(model_dir: Path, relative: str, what: str) -> Path:
+    """``model_dir / relative``, refusing anything that would leave the model's directory."""
+    path = Path(relative)
+    if not relative or path.is_absolute() or ".." in path.parts:
+        raise ConfigError(f"{what} {relative!r} must be a relative path inside the model's directory")
+    return model_dir / path
+
+
+def read_labels(model_dir: Path, filename: str) -> list[str]:
+    """One label per line, as Triton reads a ``label_filename`` (line i names class i)."""
+    path = _inside(model_dir, filename, "label_filename")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"label file {path}: cannot read it: {exc}") from None
+
+
+def write_labels(model_dir: Path, filename: str, labels: Sequence[str]) -> Path:
+    bad = [label for label in labels if "\n" in label or "\r" in label]
+    if bad:
+        raise ConfigError(f"class names cannot hold line breaks: {bad[0]!r}")
+    path = _inside(model_dir, filename, "label_filename")
+    atomic_write_bytes(path, "".join(f"{label}\n" for label in labels).encode())
+    return path
+
+
+@dataclass(frozen=True)
+class WarmupInput:
+    name: str
+    datatype: str  # v2 name
+    dims: tuple[int, ...]  # one sample's shape, without the batch dimension
+    source: str  # "zero", "random" or "file"
+    file: Path | None = None  # for "file": raw row-major data (BYTES: 4-byte length + bytes each)
+
+
+@dataclass(frozen=True)
+class WarmupSample:
+    name: str
+    batch_size: int
+    runs: int  # Triton's count; its 0 means once
+    inputs: tuple[WarmupInput, ...]
+
+
+def warmup_samples(config: ModelConfig, model_dir: Path) -> list[WarmupSample]:
+    """The config's ``model_warmup`` entries, checked (ConfigError names the sample)."""
+    samples = []
+    for entry in config.model_warmup:
+        what = f"model_warmup {entry.name!r}"
+        if not entry.name:
+            raise ConfigError("a model_warmup entry has no name")
+        if entry.batch_size < 1 or (config.max_batch_size == 0 and entry.batch_size != 1):
+            raise ConfigError(f"{what}: batch_size {entry.batch_size} must be 1 for a model that does not "
+                              f"batch, else 1 to max_batch_size {config.max_batch_size}")
+        if config.max_batch_size and entry.batch_size > config.max_batch_size:
+            raise ConfigError(f"{what}: batch_size {entry.batch_size} is over max_batch_size {config.max_batch_size}")
+        inputs = []
+        for name, spec in sorted(entry.inputs.items()):
+            if spec.data_type not in BY_CONFIG:
+                raise ConfigError(f"{what}: input {name!r} has unsupported data_type {spec.data_type}")
+            which = spec.WhichOneof("input_data_type")
+            if which is None:
+                raise ConfigError(f"{what}: input {name!r} needs zero_data, random_data or input_data_file")
+            source = {"zero_data": "zero", "random_data": "random", "input_data_file": "file"}[which]
+            file = (_inside(model_dir / WARMUP_DIR, spec.input_data_file, f"{what}: input_data_file")
+                    if source == "file" else None)
+            inputs.append(WarmupInput(name, BY_CONFIG[spec.data_type].v2, tuple(spec.dims), source, file))
+        samples.append(WarmupSample(entry.name, entry.batch_size, max(entry.count, 1), tuple(inputs)))
+    return samples
