@@ -14,7 +14,8 @@ from .conftest import CHART, CI_VALUES, find, finetune_template, render
 
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate has.
 K8S_VERSIONS = ("1.28.0", "1.37.0")
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kubeflow.org/v2beta1", "MPIJob")}
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kubeflow.org/v2beta1", "MPIJob"),
+        ("keda.sh/v1alpha1", "ScaledObject")}
 CASES = ["default", *(p.stem for p in CI_VALUES)]
 
 
@@ -36,7 +37,8 @@ def workloads(docs: list[dict]) -> list[dict]:
 
 
 def test_ci_values_exist_for_each_optional_part():
-    assert {p.stem for p in CI_VALUES} >= {"full-values", "existing-claim-values", "mpijob-values"}
+    assert {p.stem for p in CI_VALUES} >= {"full-values", "existing-claim-values", "mpijob-values",
+                                          "queue-autoscaling-values"}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -96,8 +98,9 @@ def test_selectors_match_the_pods_they_select(rendered, case):
     gateway = find(docs, "Service", "-gateway")["spec"]["selector"]
     assert gateway["app.kubernetes.io/component"] == "gateway"
     if case != "existing-claim-values":
-        hpa = find(docs, "HorizontalPodAutoscaler")
-        assert hpa["spec"]["scaleTargetRef"]["name"] == find(docs, "Deployment", "-gateway")["metadata"]["name"]
+        scaler = [d for d in docs if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")]
+        assert len(scaler) == 1, [d["kind"] for d in scaler]  # never both: KEDA owns its own HPA
+        assert scaler[0]["spec"]["scaleTargetRef"]["name"] == find(docs, "Deployment", "-gateway")["metadata"]["name"]
 
 
 @pytest.mark.parametrize("case", CASES)
