@@ -8,8 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from model_repo import ModelConfig, config_to_dict
+from model_repo.config import response_cache_enabled
 
 from .. import __version__
+from .cache import ResponseCache, request_key
+from .classification import ClassifiedOutput, LabelBook, classify
+from .classification import check as check_classification
 from .types import InferRequest, InferResponse
 from .errors import GatewayError, QueueFull, QueueTimeout
 from .load_overrides import apply_overrides, parse_overrides
@@ -20,8 +24,8 @@ from .stats import StatsBook
 from .log_settings import LogSettings
 from .tracing import Tracing
 
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "schedule_policy",
-              "statistics"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository",
+              "schedule_policy", "statistics"]
 
 
 class DataPlane:
@@ -36,6 +40,10 @@ class DataPlane:
         # Triton's trace and logging extensions: what they read and change.
         self.tracing = Tracing(registry.settings.tracing)  # off until the composition root starts it
         self.logs = LogSettings(registry.settings.log_level)
+        # Triton's response cache, for models whose config turns it on (None: no cache bytes).
+        size = registry.settings.response_cache_bytes
+        self.cache = ResponseCache(size, live=lambda served: served.runtime.ready) if size else None
+        self.labels = LabelBook(registry.repo.model_dir)  # classification labels, per version
 
     # ---------------------------------------------------------------- health
     def live(self) -> bool:
@@ -93,16 +101,24 @@ class DataPlane:
                 schedule = Schedule.of(request.parameters)  # priority and timeout (µs), Triton's names
                 signature = served.signature
                 feeds, rows = signature.check(request)
+                classified: list[ClassifiedOutput] = []
                 if request.outputs is None:
                     wanted = signature.output_names
                 else:
                     wanted = [o.name for o in request.outputs]
                     signature.check_outputs(wanted)
+                    classified = [o for o in request.outputs if type(o) is ClassifiedOutput]
+                    for output in classified:
+                        check_classification(output, next(t.datatype for t in signature.outputs
+                                                          if t.name == output.name))
                 feeds = served.runtime.prepare(feeds)
                 if trace is not None:
                     trace.served(served.version)
-                outputs, timing = await served.batcher.submit(feeds, rows, priority=schedule.priority,
-                                                              timeout_us=schedule.timeout_us)
+                if self.cache is not None and response_cache_enabled(served.config):
+                    outputs, timing = await self._through_cache(served, request, feeds, rows, schedule)
+                else:
+                    outputs, timing = await served.batcher.submit(feeds, rows, priority=schedule.priority,
+                                                                  timeout_us=schedule.timeout_us)
             except asyncio.CancelledError:
                 served.stats.record_failure(time.perf_counter_ns() - started, "CANCELED")
                 raise
@@ -113,17 +129,48 @@ class DataPlane:
                     self._observe(model, served.version, False, elapsed, request, None)
                 raise
             elapsed = time.perf_counter_ns() - started
-            served.stats.record_success(rows, elapsed, timing)
+            if timing is None:  # answered from the cache: no queue, no compute
+                served.stats.record_cached(elapsed)
+            else:
+                served.stats.record_success(rows, elapsed, timing)
         if request.outputs is None:
             answers = [(name, outputs[name], request.binary_output) for name in wanted]
         else:
-            answers = [(o.name, outputs[o.name], request.binary_output if o.binary is None else bool(o.binary))
+            shown = await self._classify(served, classified, outputs) if classified else outputs
+            answers = [(o.name, shown[o.name], request.binary_output if o.binary is None else bool(o.binary))
                        for o in request.outputs]
         response = InferResponse(model_name=model, model_version=str(served.version), id=request.id,
                                  outputs=answers, lineage_id=served.lineage.get("id"))
         if self.observers:
             self._observe(model, served.version, True, elapsed, request, (feeds, outputs))
         return response
+
+    async def _through_cache(self, served, request: InferRequest, feeds: dict, rows: int,
+                             schedule: Schedule) -> tuple[dict, Any]:
+        """The outputs from the response cache (timing None), else from the model, then kept.
+        Lookup and insertion times are Triton's cache_hit / cache_miss durations."""
+        cache = self.cache
+        assert cache is not None
+        started = time.perf_counter_ns()
+        key = request_key(request.inputs)
+        outputs = cache.get(served, key)
+        if outputs is not None:
+            served.stats.cache_hit.add(time.perf_counter_ns() - started)
+            return outputs, None
+        looked_up = time.perf_counter_ns() - started
+        outputs, timing = await served.batcher.submit(feeds, rows, priority=schedule.priority,
+                                                      timeout_us=schedule.timeout_us)
+        inserting = time.perf_counter_ns()
+        cache.put(served, key, outputs)
+        served.stats.cache_miss.add(looked_up + time.perf_counter_ns() - inserting)
+        return outputs, timing
+
+    async def _classify(self, served, classified: list[ClassifiedOutput], outputs: dict) -> dict:
+        """The outputs with each classified one replaced by its top classes (Triton's BYTES)."""
+        labels = await self.labels.labels(served, served.model, served.config)
+        batching = served.signature.batching
+        return {**outputs, **{o.name: classify(outputs[o.name], o.class_count, batching, labels.get(o.name))
+                              for o in classified}}
 
     def _observe(self, model: str, version: int, ok: bool, elapsed_ns: int, request: InferRequest,
                  answer: tuple[dict, dict] | None) -> None:
