@@ -18,6 +18,7 @@ import orjson
 from model_repo import datatypes
 
 from ..core.budget import BYTES_ELEMENT_COST, JSON_OUTPUT_ELEMENT_COST, Claim, json_cost, scan_json
+from ..core.classification import requested_output
 from ..core.errors import BadRequest, BinaryDataError, brief
 from ..core.shm import SharedMemoryRegions, output_placement, read_input, write_output
 from ..core.tensors import check_header, from_raw, to_raw
@@ -216,10 +217,9 @@ def _decode_output(raw: Any, shm: SharedMemoryRegions | None) -> OutputRequest:
         raise BadRequest("each requested output needs a 'name' string")
     what = f"output {brief(raw['name'])}"
     params = _parameters(raw, what)
-    if params.get("classification"):
-        raise BadRequest(f"{what}: the classification extension is not supported")
     binary = params.get("binary_data")
-    return OutputRequest(raw["name"], None if binary is None else bool(binary), output_placement(shm, what, params))
+    return requested_output(raw["name"], None if binary is None else bool(binary), output_placement(shm, what, params),
+                            params.get("classification"))
 
 
 # ---------------------------------------------------------------- responses
