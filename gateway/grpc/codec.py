@@ -19,6 +19,7 @@ from model_repo import datatypes
 from tritonclient.grpc import service_pb2 as pb
 
 from ..core.budget import BYTES_ELEMENT_COST, Claim
+from ..core.classification import requested_output
 from ..core.errors import BadRequest, BinaryDataError, brief
 from ..core.shm import SharedMemoryRegions, output_placement, read_input, write_output
 from ..core.tensors import check_header, from_raw, to_raw
@@ -134,9 +135,7 @@ def _decode_output(output: pb.ModelInferRequest.InferRequestedOutputTensor,
                    shm: SharedMemoryRegions | None) -> OutputRequest:
     what = f"output {brief(output.name)}"
     options = parameters(output.parameters)
-    if options.get("classification"):
-        raise BadRequest(f"{what}: the classification extension is not supported")
-    return OutputRequest(output.name, shared_memory=output_placement(shm, what, options))
+    return requested_output(output.name, None, output_placement(shm, what, options), options.get("classification"))
 
 
 def encode_response(response: InferResponse, placements: dict[str, tuple[str, int, int]] | None = None,
