@@ -20,6 +20,7 @@ from model_repo import ModelConfig, datatypes
 
 from ..core.errors import BadRequest, InferenceError, LoadError
 from ..settings import RuntimeSettings
+from . import warmup
 from .base import Runtime
 from .providers import CUDA, ProviderChoice, choose_provider
 from .session_options import session_options
@@ -44,6 +45,7 @@ class OnnxRuntime(Runtime):
         self._workers: Workers | None = None
         self._session: ort.InferenceSession | None = None
         self._choice: ProviderChoice | None = None
+        self.warmup_runs = 0  # warm-up inferences run at load (shown in the metadata)
 
     @property
     def concurrency(self) -> int:
@@ -57,6 +59,7 @@ class OnnxRuntime(Runtime):
         params = super().parameters()
         if self._choice is not None:
             params["provider_reason"] = self._choice.reason
+        params["warmup_runs"] = self.warmup_runs
         return params
 
     # ------------------------------------------------------------------ load
@@ -88,9 +91,21 @@ class OnnxRuntime(Runtime):
         self._session, self._choice = session, choice
         log.info("%s version %s: %s (%s), %d instance(s)", self.model, self.version, self.provider,
                  choice.reason, self._instances)
-        if self.settings.warmup:
-            for size in self._warmup_sizes():
-                self._run_blocking(self._zeros(size), self.signature.output_names)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """The config's ``model_warmup`` (else zeros at the preferred batch sizes), before the
+        version is marked ready; a failure fails the load, with its reason."""
+        try:
+            runs = warmup.plan(self.config, self.signature, self.path.parent.parent, self.settings.warmup)
+            done = warmup.run_all(runs, lambda feeds: self._run_blocking(self.prepare(feeds),
+                                                                         self.signature.output_names))
+        except warmup.WarmupError as exc:
+            raise LoadError(f"{self.model} version {self.version}: {exc}") from None
+        self.warmup_runs = done
+        if done:
+            log.info("%s version %s: warm-up ran %d time(s): %s", self.model, self.version, done,
+                     ", ".join(f"{r.name!r} x{r.runs}" for r in runs))
 
     def _check_io(self, session: ort.InferenceSession) -> None:
         """config.pbtxt is the contract clients see; refuse a model file that does not honour it."""
@@ -114,20 +129,6 @@ class OnnxRuntime(Runtime):
         if missing:
             raise LoadError(f"{self.model} version {self.version}: the ONNX model also needs input(s) "
                             f"{missing} that config.pbtxt does not declare")
-
-    def _warmup_sizes(self) -> list[int]:
-        if not self.signature.batching:
-            return [1]
-        preferred = [s for s in self.config.dynamic_batching.preferred_batch_size if s <= self.signature.max_batch_size]
-        return sorted(set(preferred)) or [1]
-
-    def _zeros(self, rows: int) -> dict[str, np.ndarray]:
-        feeds = {}
-        for meta in self.signature.inputs:
-            shape = ([rows] if self.signature.batching else []) + [1 if d == -1 else d for d in meta.dims]
-            dtype = datatypes.from_v2(meta.datatype).numpy
-            feeds[meta.name] = np.full(shape, "", dtype=object) if meta.datatype == "BYTES" else np.zeros(shape, dtype)
-        return feeds
 
     # --------------------------------------------------------------- predict
     def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
