@@ -115,10 +115,10 @@ class DataPlane:
                 if trace is not None:
                     trace.served(served.version)
                 if self.cache is not None and response_cache_enabled(served.config):
-                    outputs, timing = await self._through_cache(served, request, feeds, rows, schedule)
+                    outputs, timing = await self._through_cache(served, request, feeds, rows, schedule, trace)
                 else:
                     outputs, timing = await served.batcher.submit(feeds, rows, priority=schedule.priority,
-                                                                  timeout_us=schedule.timeout_us)
+                                                                  timeout_us=schedule.timeout_us, trace=trace)
             except asyncio.CancelledError:
                 served.stats.record_failure(time.perf_counter_ns() - started, "CANCELED")
                 raise
@@ -146,7 +146,7 @@ class DataPlane:
         return response
 
     async def _through_cache(self, served, request: InferRequest, feeds: dict, rows: int,
-                             schedule: Schedule) -> tuple[dict, Any]:
+                             schedule: Schedule, trace=None) -> tuple[dict, Any]:
         """The outputs from the response cache (timing None), else from the model, then kept.
         Lookup and insertion times are Triton's cache_hit / cache_miss durations."""
         cache = self.cache
@@ -159,7 +159,7 @@ class DataPlane:
             return outputs, None
         looked_up = time.perf_counter_ns() - started
         outputs, timing = await served.batcher.submit(feeds, rows, priority=schedule.priority,
-                                                      timeout_us=schedule.timeout_us)
+                                                      timeout_us=schedule.timeout_us, trace=trace)
         inserting = time.perf_counter_ns()
         cache.put(served, key, outputs)
         served.stats.cache_miss.add(looked_up + time.perf_counter_ns() - inserting)
