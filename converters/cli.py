@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-data", metavar="FILE.npz",
                         help="training or typical inputs (an array per input name, rows first): their summary "
                              "goes into the manifest as input_summary, the gateway's drift reference")
+    parser.add_argument("--class-names", metavar="FILE|a,b,c",
+                        help="class names (a file, one per line, or comma-separated) for the output with one "
+                             "score per class: written as its label_filename, for the classification extension")
     parser.add_argument("--atol", type=float, default=1e-4, help="parity absolute tolerance (default 1e-4)")
     parser.add_argument("--rtol", type=float, default=1e-3, help="parity relative tolerance (default 1e-3)")
     parser.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (float16, fp32 I/O)")
@@ -64,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     # Everything that needs no TensorFlow is checked first: a typo costs a second, not the
     # several seconds of importing TensorFlow and converting.
     check_arguments(args, options)
+    if args.class_names is not None:
+        from .labels import parse_class_names
+
+        options.class_names = parse_class_names(args.class_names)
     if args.reference_data is not None:
         from .reference import reference_summary
 

@@ -15,6 +15,7 @@ from model_repo import MANIFEST_FILE, MODEL_FILE, SOURCE_DIR, Manifest, Reposito
 
 from . import check, onnx_files, parity, triton, variants
 from .errors import SourceError
+from .labels import attach_labels
 from .progress import Progress
 from .sources.base import Source
 from .to_onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, convert_graph
@@ -35,6 +36,8 @@ class Options:
     # Files copied into the version beside model.onnx (relative path -> file), e.g. the
     # trainer's training curve; they are digested into the manifest like every other file.
     extra_files: dict[str, Path] = field(default_factory=dict)
+    # Class names, one per score of the classifying output: written as its label_filename.
+    class_names: list[str] | None = None
 
 
 def _validate(options: Options) -> int:
@@ -95,6 +98,8 @@ def convert_and_publish(source: Source, repo: Repository, name: str, options: Op
                 _copy_extra_files(staged, options.extra_files)
             with progress.step("publish"):
                 config = triton.config_for(model, name, options.max_batch_size)
+                if options.class_names:
+                    attach_labels(config, repo.model_dir(name), options.class_names)
                 fields = dict(options.manifest_fields)
                 extra = {"opset": opset, "files_by_role": files, "external_data": external,
                          "converter": {"timings_s": progress.timings, "origin": source.origin,

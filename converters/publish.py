@@ -16,18 +16,20 @@ def publish_keras_model(model, repo: Repository, name: str, *, parent_version: i
                         sample: dict[str, np.ndarray] | None = None, atol: float = 1e-4, rtol: float = 1e-3,
                         opset: int | None = None, max_batch_size: int | None = None,
                         manifest_fields: dict | None = None,
-                        extra_files: dict[str, str | Path] | None = None) -> Manifest:
+                        extra_files: dict[str, str | Path] | None = None,
+                        class_names: list[str] | None = None) -> Manifest:
     """Convert an in-memory Keras model, check parity and publish it as ``name``'s next version.
 
     ``source/model.keras`` holds the model as given (for further fine-tuning); ``manifest.json``
     holds the parity report; ``extra_files`` (relative path in the version -> local file) are
-    copied in beside them. Raises a :class:`~converters.errors.ConversionError` (ParityError
+    copied in beside them; ``class_names`` become the scoring output's label file. Raises a :class:`~converters.errors.ConversionError` (ParityError
     when the ONNX answers differ beyond ``atol``/``rtol``) and publishes nothing on failure."""
     from .sources.keras import keras_source
 
     options = Options(opset=opset, atol=atol, rtol=rtol, sample=sample, max_batch_size=max_batch_size,
                       parent_version=parent_version, manifest_fields=dict(manifest_fields or {}),
-                      extra_files={rel: Path(src) for rel, src in (extra_files or {}).items()})
+                      extra_files={rel: Path(src) for rel, src in (extra_files or {}).items()},
+                      class_names=class_names)
     return convert_and_publish(keras_source(model), repo, name, options)
 
 
