@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ class Tracing:
         self.active = False  # the one check a request pays when tracing is off
         self._tracer: Any = None  # an OpenTelemetry Tracer, once a provider is in use
         self._provider: Any = None
+        self._offset_ns = 0
 
     def start(self) -> None:
         """Build the exporter's provider when an endpoint is configured (no I/O yet)."""
@@ -47,6 +49,7 @@ class Tracing:
         in-memory exporter."""
         self._provider = provider
         self._tracer = provider.get_tracer("tunegate")
+        self._offset_ns = time.time_ns() - time.perf_counter_ns()  # the spans' one clock
         self._refresh()
 
     async def close(self) -> None:
@@ -69,7 +72,7 @@ class Tracing:
         if sampler.remaining == 0:
             self._refresh()
         from .tracing_spans import RequestTrace
-        return RequestTrace(self._tracer, model, carrier, protocol, sampler.tensors)
+        return RequestTrace(self._tracer, model, carrier, protocol, sampler.tensors, self._offset_ns)
 
     # ------------------------------------------------------------ settings
     def settings_of(self, model: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The spans of one traced request and of the batch that ran it (OpenTelemetry API).
 
-Times come from the batcher as ``perf_counter_ns`` readings; each trace keeps the offset
-to the wall clock taken when it began, so its spans line up with the client's.
+Every time is a ``perf_counter_ns`` reading (the batcher's clock) plus one offset to the
+wall clock, taken when tracing started: the spans of a request and of its batch are on one
+monotonic clock, so they nest exactly.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ class RequestTrace:
     __slots__ = ("tracer", "span", "context", "last_ns", "offset_ns", "tensors")
 
     def __init__(self, tracer: Tracer, model: str, carrier: Mapping[str, str] | None, protocol: str,
-                 tensors: bool) -> None:
+                 tensors: bool, offset_ns: int) -> None:
         parent = _PROPAGATOR.extract(carrier) if carrier else None
-        now = time.time_ns()
-        self.offset_ns = now - time.perf_counter_ns()
+        self.offset_ns = offset_ns
+        now = time.perf_counter_ns() + offset_ns
         self.tracer, self.tensors, self.last_ns = tracer, tensors, now
         self.span = tracer.start_span("infer", context=parent, kind=SpanKind.SERVER, start_time=now, attributes={
             "model.name": model, "rpc.system": protocol, "request.id": REQUEST_ID.get() or ""})
@@ -35,14 +36,14 @@ class RequestTrace:
 
     def phase(self, name: str, **attributes: Any) -> None:
         """A child span from the previous phase's end (or the request's start) to now."""
-        now = time.time_ns()
+        now = time.perf_counter_ns() + self.offset_ns
         self.tracer.start_span(name, context=self.context, start_time=self.last_ns,
                                attributes=attributes or None).end(end_time=now)
         self.last_ns = now
 
     def mark(self) -> None:
         """The next phase starts now."""
-        self.last_ns = time.time_ns()
+        self.last_ns = time.perf_counter_ns() + self.offset_ns
 
     def decoded(self, inputs: Mapping[str, np.ndarray] | Sequence[Any]) -> None:
         """The decode phase; at level TENSORS, with each input's datatype and shape."""
@@ -56,13 +57,13 @@ class RequestTrace:
         self.span.set_attribute("model.version", str(version))
 
     def finish(self) -> None:
-        self.span.end()
+        self.span.end(end_time=time.perf_counter_ns() + self.offset_ns)
 
     def fail(self, exc: BaseException) -> None:
         status = getattr(exc, "status", 500)
         self.span.set_attribute("error.status", status if isinstance(status, int) else 500)
         self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        self.span.end()
+        self.span.end(end_time=time.perf_counter_ns() + self.offset_ns)
 
 
 class BatchTrace:
@@ -94,5 +95,5 @@ class BatchTrace:
     def fail(self, exc: BaseException) -> None:
         for span in (self.compute, self.batch):
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            span.end()
+            span.end(end_time=time.perf_counter_ns() + self.offset_ns)
 
