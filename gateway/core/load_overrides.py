@@ -141,7 +141,7 @@ async def apply_overrides(repo: Repository, settings: Settings, model: str, over
         raise BadRequest(f"load parameter 'config': its version policy leaves model {model!r} no version to serve")
     for version in versions:
         path = await asyncio.to_thread(repo.model_path, model, version)
-        await check_model(settings, model, f"version {version}", config, path)
+        await check_model(settings, model, version, config, path)
     await asyncio.to_thread(repo.write_config, model, config)
     return None
 
@@ -155,7 +155,7 @@ async def _publish(repo: Repository, settings: Settings, model: str, overrides: 
         try:
             staged = await asyncio.to_thread(stack.enter_context, repo.staging(model))
             await asyncio.to_thread(_write_files, staged, overrides.files)
-            await check_model(settings, model, "the override", config, staged / MODEL_FILE)
+            await check_model(settings, model, None, config, staged / MODEL_FILE)
             versions = await asyncio.to_thread(_versions, repo, model)
             manifest = await asyncio.to_thread(
                 repo.publish, model, staged, config=config, replace_config=True,
@@ -192,20 +192,24 @@ def _remove_if_not_a_model(model_dir: Path) -> None:
         os.rmdir(model_dir)
 
 
-async def check_model(settings: Settings, model: str, what: str, config: ModelConfig, path: Path) -> None:
-    """Load ``path`` under ``config`` as the gateway serves a version (its I/O checked against
-    the config, warm-up run), on one CPU thread, then drop it: a LoadError (400) if it fails."""
+async def check_model(settings: Settings, model: str, version: int | None, config: ModelConfig,
+                      path: Path) -> None:
+    """Load ``path`` (``version``, or the override's model: None) under ``config`` as the
+    gateway serves a version (its I/O checked against the config, warm-up run), on one CPU
+    thread, then drop it: a LoadError (400) if it fails."""
     checked = ModelConfig()
     checked.CopyFrom(config)
     del checked.instance_group[:]  # one session on one thread is enough to check
     runtime_settings = settings.runtime_for(model).model_copy(
         update={"provider": "cpu", "instance_count": 1, "warmup": True})
-    runtime = OnnxRuntime(model, 0, checked, runtime_settings, path)
+    runtime = OnnxRuntime(model, version or 0, checked, runtime_settings, path)
     try:
         await runtime.load()
     except Exception as exc:
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        raise LoadError(f"load override of model {model!r} refused, {what} does not load under the given "
+        reason = reason.removeprefix(f"{model} version {version or 0}: ")  # the runtime's own prefix
+        what = "the override's model" if version is None else f"version {version}"
+        raise LoadError(f"load override of model {model!r} refused: {what} does not load under the given "
                         f"config: {reason}") from None
     finally:
         await runtime.unload()
