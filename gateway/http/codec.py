@@ -10,6 +10,7 @@ framing for outputs asked for in binary (``binary_data`` per output, or
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
                    shm: SharedMemoryRegions | None = None) -> InferRequest:
     """Parse and check a request; ``claim`` is charged for what decoding allocates; inputs
     may come from (and outputs go to) ``shm``'s registered regions."""
+    if header_length == 0:
+        return _raw_request(body, max_elements, spec, claim)
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -72,6 +75,43 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int,
     return InferRequest(inputs=inputs, outputs=outputs, id=request_id,
                         binary_output=bool(parameters.get("binary_data_output", False)),
                         parameters=parameters, checked=spec)
+
+
+def _raw_request(body: bytes, max_elements: int, spec: InputSpec | None, claim: Claim | None) -> InferRequest:
+    """Triton's raw binary request: no JSON header, the whole body is the model's one input
+    (a BYTES input: one element). Its shape follows from the byte size, at batch 1 for a
+    batching model, so at most one dimension may vary; every output comes back in binary."""
+    inputs = getattr(spec, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        raise BinaryDataError("a raw binary request (Inference-Header-Content-Length: 0) needs a model with "
+                              "exactly one input")
+    meta = inputs[0]
+    dims = list(meta.dims)
+    variable = [i for i, d in enumerate(dims) if d == -1]
+    if meta.datatype == "BYTES":
+        if dims != [1]:
+            raise BinaryDataError(f"a raw binary request of BYTES needs an input of shape [1], {meta.name!r} is {dims}")
+    elif len(variable) > 1:
+        raise BinaryDataError(f"a raw binary request cannot tell the shape of {meta.name!r}: {dims} has more "
+                              "than one variable dimension")
+    else:
+        itemsize, fixed = datatypes.from_v2(meta.datatype).numpy.itemsize, math.prod(d for d in dims if d != -1)
+        if not body or len(body) % (itemsize * fixed) or (not variable and len(body) != itemsize * fixed):
+            raise BinaryDataError(f"a raw binary request of {len(body)} bytes is no whole {meta.datatype} "
+                                  f"tensor of shape {dims}")
+        if variable:
+            dims[variable[0]] = len(body) // (itemsize * fixed)
+    shape = [1, *dims] if getattr(spec, "batching", False) else dims
+    dtype, shape, count = check_header(meta.name, meta.datatype, shape, max_elements, spec)
+    if dtype.v2 == "BYTES":
+        if claim is not None:
+            claim.take(BYTES_ELEMENT_COST, f"input {brief(meta.name)}")
+        data = np.empty(1, dtype=object)
+        data[0] = bytes(body)
+    else:
+        data = from_raw(meta.name, dtype, memoryview(body), count, claim)
+    tensor = InputTensor(meta.name, dtype.v2, tuple(shape), data.reshape(shape))
+    return InferRequest(inputs=[tensor], binary_output=True, checked=spec)
 
 
 def parse_json_object(text: bytes, what: str, claim: Claim | None = None) -> dict[str, Any]:
