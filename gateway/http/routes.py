@@ -167,10 +167,39 @@ async def infer(request: web.Request) -> web.Response:
         trace.phase("encode")
         trace.finish()
     headers = {LINEAGE_HEADER: result.lineage_id} if result.lineage_id else {}
-    if json_length is None:
-        return web.Response(body=payload, content_type="application/json", headers=headers)
-    headers[HEADER_LENGTH] = str(json_length)
-    return web.Response(body=payload, content_type="application/octet-stream", headers=headers)
+    content_type = "application/json"
+    if json_length is not None:
+        headers[HEADER_LENGTH] = str(json_length)  # of the header before compression, as in Triton
+        content_type = "application/octet-stream"
+    response = web.Response(body=payload, content_type=content_type, headers=headers,
+                            zlib_executor_size=settings.codec_offload_bytes)
+    coding = _response_coding(request.headers.get("Accept-Encoding"), len(payload))
+    if coding is not None:
+        response.enable_compression(coding)
+    return response
+
+
+COMPRESS_MIN_BYTES = 1024  # below this, compressing costs more time than it saves bytes
+_CODINGS = (("gzip", web.ContentCoding.gzip), ("deflate", web.ContentCoding.deflate))
+
+
+def _response_coding(accept: str | None, size: int) -> web.ContentCoding | None:
+    """gzip or deflate (the two tritonclient decodes) when the client accepts one with q > 0
+    and the body is large enough to gain; aiohttp's own choice ignores q=0."""
+    if not accept or size < COMPRESS_MIN_BYTES:
+        return None
+    weights = {}
+    for item in accept.lower().split(","):
+        name, _, param = item.partition(";")
+        param = param.strip()
+        try:
+            weights[name.strip()] = float(param[2:]) if param.startswith("q=") else 1.0
+        except ValueError:
+            weights[name.strip()] = 0.0
+    for name, coding in _CODINGS:
+        if weights.get(name, weights.get("*", 0.0)) > 0:
+            return coding
+    return None
 
 
 # -------------------------------------------------------------- repository
