@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 from .core.errors import GatewayError
 from .core.tracing_settings import TracingSettings
 from .core.tracing_settings import TracingSettings
+from .core.tracing_settings import TracingSettings
 from .loop.settings import LeaderSettings, LoopSettings
 from .settings_errors import Sources, describe
 
@@ -205,6 +206,10 @@ class Settings(BaseSettings):
 
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The event loop ``tunegate serve`` runs on: uvloop (libuv), or the standard library's."""
+
+    tracing: TracingSettings = TracingSettings()
+    """OpenTelemetry traces of inference requests (off unless ``tracing.endpoint`` is set);
+    Triton's trace extension changes their sampling at run time."""
 
     tracing: TracingSettings = TracingSettings()
     """OpenTelemetry traces of inference requests (off unless ``tracing.endpoint`` is set);
