@@ -194,8 +194,8 @@ class DataPlane:
     async def load(self, model: str, parameters: dict[str, Any] | None = None) -> None:
         """Load or reload ``model``; Triton's overrides (``config``, ``file:<path>``) are first
         checked and published through the repository (``load_overrides.py``)."""
-        overrides = parse_overrides(model, parameters or {})
-        if not overrides.empty:
+        overrides = await asyncio.to_thread(parse_overrides, model, parameters) if parameters else None
+        if overrides is not None and not overrides.empty:
             await apply_overrides(self.registry.repo, self.registry.settings, model, overrides)
         await self.registry.load(model)
 
