@@ -13,20 +13,17 @@ the gateway forwards (:data:`TRACEPARENT`).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .trace_state import TraceState
+from .tracing_context import TRACEPARENT
 from .tracing_settings import TracingSettings
 
 log = logging.getLogger("tunegate.tracing")
 
-# The running batch's compute span as a W3C traceparent: set in the batch's own task (only
-# when it is traced) for a forwarding runtime to pass on.
-TRACEPARENT = contextvars.ContextVar[str | None]("tunegate_traceparent", default=None)
 
 
 class Tracing:

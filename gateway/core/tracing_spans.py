@@ -15,7 +15,7 @@ import numpy as np
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .tracing import TRACEPARENT
+from .tracing_context import TRACEPARENT
 from .types import REQUEST_ID
 
 _PROPAGATOR = TraceContextTextMapPropagator()
