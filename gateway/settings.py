@@ -19,6 +19,7 @@ from .core.errors import GatewayError
 from .core.tracing_settings import TracingSettings
 from .core.tracing_settings import TracingSettings
 from .core.tracing_settings import TracingSettings
+from .core.tracing_settings import TracingSettings
 from .loop.settings import LeaderSettings, LoopSettings
 from .settings_errors import Sources, describe
 
@@ -206,6 +207,10 @@ class Settings(BaseSettings):
 
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The event loop ``tunegate serve`` runs on: uvloop (libuv), or the standard library's."""
+
+    tracing: TracingSettings = TracingSettings()
+    """OpenTelemetry traces of inference requests (off unless ``tracing.endpoint`` is set);
+    Triton's trace extension changes their sampling at run time."""
 
     tracing: TracingSettings = TracingSettings()
     """OpenTelemetry traces of inference requests (off unless ``tracing.endpoint`` is set);
