@@ -141,7 +141,15 @@ def test_workers_histograms_add_up_when_merged(both):
         assert [c * 2 for _, c in entry["buckets"]] == [c for _, c in double[key]["buckets"]], key
 
 
+def _gpus() -> list[str]:
+    probe = GpuCollector()
+    list(probe.collect())
+    return probe.devices
+
+
 def test_no_gpu_figures_and_no_nvml_work_without_a_gpu(both, monkeypatch):
+    if _gpus():
+        pytest.skip("a GPU is visible here: see test_gpu_figures_with_a_gpu")
     assert "nv_gpu_" not in _scrape(both)
 
     class Counting(GpuCollector):
@@ -161,6 +169,18 @@ def test_no_gpu_figures_and_no_nvml_work_without_a_gpu(both, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     hidden = Counting()
     assert list(hidden.collect()) == [] and hidden.devices == []
+
+
+def test_gpu_figures_with_a_gpu(both):
+    gpus = _gpus()
+    if not gpus:
+        pytest.skip("no GPU on this host (CI is CPU-only)")
+    families = {f.name: f for f in text_string_to_metric_families(_scrape(both))}
+    by_gpu = {name: {s.labels["gpu_uuid"]: s.value for s in families[name].samples}
+              for name in ("nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes")}
+    for uuid in gpus:
+        assert 0.0 <= by_gpu["nv_gpu_utilization"][uuid] <= 1.0
+        assert 0 < by_gpu["nv_gpu_memory_used_bytes"][uuid] <= by_gpu["nv_gpu_memory_total_bytes"][uuid]
 
 
 def test_cuda_visible_devices_picks_gpus_as_cuda_does():
