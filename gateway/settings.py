@@ -17,9 +17,6 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from .core.errors import GatewayError
 from .core.tracing_settings import TracingSettings
-from .core.tracing_settings import TracingSettings
-from .core.tracing_settings import TracingSettings
-from .core.tracing_settings import TracingSettings
 from .loop.settings import LeaderSettings, LoopSettings
 from .settings_errors import Sources, describe
 
@@ -161,6 +158,11 @@ class Settings(BaseSettings):
     bodies and the arrays built from them). A request that would take the total over it is
     answered 503 at once, with a message saying so, instead of growing the process."""
 
+    response_cache_bytes: ByteSize = ByteSize(0)
+    """Size of the response cache (Triton's ``--cache-config local,size=``) shared by the models
+    whose config.pbtxt has ``response_cache { enable: true }``; least recently used answers go
+    first. 0: no cache (as in Triton, those models then run every request)."""
+
     max_queue_size: int = Field(1024, ge=1)
     """Queue bound for a model whose config.pbtxt sets none (Triton's 0 means unbounded;
     tunegate never queues without bound)."""
@@ -207,18 +209,6 @@ class Settings(BaseSettings):
 
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The event loop ``tunegate serve`` runs on: uvloop (libuv), or the standard library's."""
-
-    tracing: TracingSettings = TracingSettings()
-    """OpenTelemetry traces of inference requests (off unless ``tracing.endpoint`` is set);
-    Triton's trace extension changes their sampling at run time."""
-
-    tracing: TracingSettings = TracingSettings()
-    """OpenTelemetry traces of inference requests (off unless ``tracing.endpoint`` is set);
-    Triton's trace extension changes their sampling at run time."""
-
-    tracing: TracingSettings = TracingSettings()
-    """OpenTelemetry traces of inference requests (off unless ``tracing.endpoint`` is set);
-    Triton's trace extension changes their sampling at run time."""
 
     tracing: TracingSettings = TracingSettings()
     """OpenTelemetry traces of inference requests (off unless ``tracing.endpoint`` is set);
