@@ -171,8 +171,8 @@ async def infer(request: web.Request) -> web.Response:
     if json_length is not None:
         headers[HEADER_LENGTH] = str(json_length)  # of the header before compression, as in Triton
         content_type = "application/octet-stream"
-    response = web.Response(body=payload, content_type=content_type, headers=headers,
-                            zlib_executor_size=settings.codec_offload_bytes)
+    # aiohttp compresses bodies over 4 KiB in its executor, off the loop.
+    response = web.Response(body=payload, content_type=content_type, headers=headers)
     coding = _response_coding(request.headers.get("Accept-Encoding"), len(payload))
     if coding is not None:
         response.enable_compression(coding)
