@@ -76,6 +76,9 @@ def test_two_replicas_one_leader_one_job_failover_and_one_canary_decision(tmp_pa
         loop_demo.send_feedback(b, x[25:50], y[25:50])
         job_id = follower.wait(lambda: _params(follower).get("finetune_job"), "the job", 60)
         assert _params(leader)["finetune_job"] == job_id
+        # Killed once the job runs (its process record is written), not in the instant between
+        # the leader recording the job and starting it.
+        follower.wait(lambda: (tmp_path / "jobs" / job_id / "process.json").exists(), "the job's process", 60)
 
         # The leader dies mid-job; the follower takes over and follows the same job.
         leader.process.kill()

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 # Gauges every worker reports with the same meaning: the value is not a share of the work.
-SAME_EVERYWHERE = frozenset({"tunegate_model_info", "tunegate_canary"})
+SAME_EVERYWHERE = frozenset({"tunegate_model_info", "tunegate_canary", "nv_gpu_utilization",
+                             "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"})
 
 
 def merge_expositions(own: CollectorRegistry, others: Iterable[str]) -> bytes:

@@ -135,6 +135,8 @@ class CanaryController:
 
     def pick(self, model: str, split: bool, key: str | None = None) -> int | None:
         state = self._states.get(model)
+        if state is not None and state.state == ROLLED_BACK:
+            return state.stable  # decided, not yet unloaded: never routed again meanwhile
         if state is None or not state.live:
             return None
         if not split:
