@@ -22,6 +22,7 @@ from .settings_errors import Sources, describe
 
 GiB = 1 << 30
 MiB = 1 << 20
+KiB = 1 << 10
 
 
 class TritonSettings(BaseModel):
@@ -196,9 +197,10 @@ class Settings(BaseSettings):
     api_key_header: str = "X-API-Key"
     """Header that carries the API key."""
 
-    codec_offload_bytes: int = Field(1 * MiB, ge=0)
+    codec_offload_bytes: int = Field(256 * KiB, ge=0)
     """Bodies at least this large are decoded and encoded in a worker thread, so a big
-    JSON request never stalls the event loop."""
+    JSON request never stalls the event loop (256 KiB: measured on a 560 KB MobileNetV2
+    JSON body at c=8, 1.6-1.9x the throughput and half the p50 of 1 MiB, at no more CPU)."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the ``tunegate`` and ``aiohttp.access`` loggers."""

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = __doc__.split("\n\n", 1)[1]
     add_job_arguments(parser)
     launch = parser.add_argument_group("launching")
-    launch.add_argument("--np", type=int, help="number of ranks (default: this host's cores, or the --hosts slots)")
+    launch.add_argument("--np", type=int, help="number of ranks (default: 1 on hosts of up to 2 cores, else one per core, "
+                        "or the --hosts slots; trainer.distributed.default_ranks)")
     launch.add_argument("--hosts", metavar="HOST:SLOTS,...", help="hosts to run on (default localhost)")
     launch.add_argument("--min-np", type=int, help="elastic: fewest ranks to keep going with")
     launch.add_argument("--max-np", type=int, help="elastic: most ranks to grow to")
@@ -63,13 +64,19 @@ def run(args: argparse.Namespace) -> int:
     base = resolve_base(args.repo, args.model, args.version)
     model_input = model_input_shape(base.repo, args.model)
     echo = sys.stderr if args.json else sys.stdout
-    try:
-        if args.launcher == "spark":
-            from .spark_launch import launch_spark
+    # Checked before any rank starts: a mistake there is one line, not a job outcome.
+    if args.launcher == "spark":
+        from .spark_launch import launch_spark, preflight
 
-            result = launch_spark(args, model_input=model_input, echo=echo)
-        else:
-            result = _launch_horovodrun(args, model_input, echo)
+        conf = preflight(args, model_input)
+        start = lambda: launch_spark(args, model_input=model_input, conf=conf, echo=echo)  # noqa: E731
+    else:
+        from .launcher import launch
+
+        topo = _preflight_horovodrun(args, model_input)
+        start = lambda: launch(args, topo, echo=echo)  # noqa: E731
+    try:
+        result = start()
     except Exception as exc:
         if args.json and hasattr(exc, "details"):
             status = "not_promoted" if isinstance(exc, NotPromoted) else "error"
@@ -85,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _launch_horovodrun(args: argparse.Namespace, model_input, echo) -> dict:
-    from .launcher import check_data_paths, launch, topology
+def _preflight_horovodrun(args: argparse.Namespace, model_input):
+    from .launcher import check_data_paths, topology
     from .preflight import check_data
 
     check_data_paths(list(args.data) + list(args.val_data or []))
@@ -94,6 +101,5 @@ def _launch_horovodrun(args: argparse.Namespace, model_input, echo) -> dict:
     # Horovod start, and report them inside horovodrun's traceback.
     check_data([*args.data, *(args.val_data or [])], features=args.features, label=args.label,
                model=args.model, model_input=model_input)
-    topo = topology(args.np, args.hosts, elastic=args.elastic, min_np=args.min_np, max_np=args.max_np,
+    return topology(args.np, args.hosts, elastic=args.elastic, min_np=args.min_np, max_np=args.max_np,
                     discovery_script=args.host_discovery_script)
-    return launch(args, topo, echo=echo)

@@ -23,7 +23,7 @@ import uuid
 
 from model_repo.jobs import result_path
 
-from .errors import DataError, JobFailed, TrainerError
+from .errors import DataError, TrainerError
 from .launcher import check_data_paths, outcome
 from .options import to_argv
 from .preflight import check_data, check_fits
@@ -93,14 +93,20 @@ def ranks(spark, np_: int | None) -> int:
     return n
 
 
-def launch_spark(args: argparse.Namespace, *, model_input: tuple[int, ...] | None, echo=sys.stdout) -> dict:
-    """Run the job on Spark; return rank 0's result, or raise the error it reported."""
+def preflight(args: argparse.Namespace, model_input: tuple[int, ...] | None) -> dict[str, str]:
+    """What can be checked before Spark starts (the flags, local data files); the Spark conf."""
     check_args(args)
     conf = parse_conf(args.spark_conf)
-    specs = [*args.data, *(args.val_data or [])]
-    local = [s for s in specs if spark_source(s) is None]
+    local = [s for s in [*args.data, *(args.val_data or [])] if spark_source(s) is None]
     check_data_paths(local)
     check_data(local, features=args.features, label=args.label, model=args.model, model_input=model_input)
+    return conf
+
+
+def launch_spark(args: argparse.Namespace, *, model_input: tuple[int, ...] | None, conf: dict[str, str],
+                 echo=sys.stdout) -> dict:
+    """Run the job on Spark (after :func:`preflight`); return rank 0's result, or raise the
+    error it reported."""
     spark, owned = session(args.spark_master, conf, args.np, f"tunegate-finetune-{args.model}")
     job = f"spark-{uuid.uuid4().hex[:12]}"
     staged_at = staging_dir(args.repo, args.model, job)

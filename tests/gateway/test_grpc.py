@@ -223,8 +223,8 @@ def test_errors_have_their_codes_and_the_server_keeps_answering(client):
          "system shared memory is off on this server"),
         (lambda: client.unregister_cuda_shared_memory(), grpc.StatusCode.UNIMPLEMENTED,
          "CUDA shared memory is not available"),
-        (lambda: client.get_trace_settings(), grpc.StatusCode.UNIMPLEMENTED, "tracing is not available"),
-        (lambda: client.get_log_settings(), grpc.StatusCode.UNIMPLEMENTED, "log settings"),
+        (lambda: client.update_trace_settings(settings={"trace_rate": "2"}), grpc.StatusCode.UNAUTHENTICATED,
+         "API key"),
     ]
     for call, code, words in cases:
         status, message = _code(call)
@@ -259,7 +259,7 @@ def test_repository_index_load_and_unload_with_the_api_key(both, client):
     assert _code(lambda: client.unload_model("bools", headers={"x-api-key": "wrong"}))[0] == \
         str(grpc.StatusCode.UNAUTHENTICATED)
     status, message = _code(lambda: client.load_model("bools", config="{}", headers=KEY))
-    assert status == str(grpc.StatusCode.INVALID_ARGUMENT) and "not supported" in message
+    assert status == str(grpc.StatusCode.INVALID_ARGUMENT) and "does not load under the given config" in message
     try:
         client.unload_model("bools", headers=KEY)
         assert not client.is_model_ready("bools")
