@@ -177,7 +177,10 @@ def _serves(port: int, ready: set[int], not_ready: set[int]) -> bool:
 def test_a_decision_from_the_cli_is_applied_by_a_polling_gateway_by_itself(
         tmp_path: Path, action: str, serving: int, gone: int) -> None:
     repo = _repo_with_pending_canary(tmp_path)
-    with gateway(repo, "--model-control", "poll", env={"TUNEGATE_POLL_INTERVAL_SECONDS": "0.1"}) as port:
+    # No rollback window: the replaced version is unloaded at once (a warm one is tested in
+    # tests/gateway/test_rollback.py).
+    env = {"TUNEGATE_POLL_INTERVAL_SECONDS": "0.1", "TUNEGATE_LOOP__ROLLBACK_WINDOW_SECONDS": "0"}
+    with gateway(repo, "--model-control", "poll", env=env) as port:
         wait_for(lambda: _get(port, "/v2/health/ready")[0] == 200, what="initial load")
         assert _get(port, "/v2/models/mlp/canary")[1]["canary"]["version"] == 2
         decided = tunegate("models", action, "mlp", "--repo", str(repo.root))
