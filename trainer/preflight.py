@@ -140,6 +140,21 @@ def _quote(names: Sequence[str]) -> str:
 
 
 # ---------------------------------------------------------------------- tables
+def feature_columns(where, columns: list[str], features: Sequence[str] | None, label: str) -> list[str]:
+    """The feature columns of a table with ``columns`` (all but the label unless named), or
+    a DataError that says what the table has and which flags pick others."""
+    names = list(features) if features else [c for c in columns if c != label]
+    missing = [c for c in [*names, label] if c not in columns]
+    if missing:
+        raise DataError(f"{where}: no column named {', '.join(map(repr, missing))}; it has {columns}. "
+                        f"Expected the label in column {label!r} and features in "
+                        f"{'the other columns' if not features else _quote(names)}; "
+                        "pick them with --label COLUMN --features COLUMN,...")
+    if not names:
+        raise DataError(f"{where}: only the label column {label!r}, no feature columns")
+    return names
+
+
 def _check_table(path: Path, features: Sequence[str] | None, label: str) -> tuple[int, ...]:
     import pyarrow as pa
 
@@ -159,16 +174,7 @@ def _check_table(path: Path, features: Sequence[str] | None, label: str) -> tupl
             schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    columns = list(schema.names)
-    names = list(features) if features else [c for c in columns if c != label]
-    missing = [c for c in [*names, label] if c not in columns]
-    if missing:
-        raise DataError(f"{path}: no column named {', '.join(map(repr, missing))}; it has {columns}. "
-                        f"Expected the label in column {label!r} and features in "
-                        f"{'the other columns' if not features else _quote(names)}; "
-                        "pick them with --label COLUMN --features COLUMN,...")
-    if not names:
-        raise DataError(f"{path}: only the label column {label!r}, no feature columns")
+    names = feature_columns(path, list(schema.names), features, label)
     for name in [*names, label]:
         kind = schema.field(name).type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):

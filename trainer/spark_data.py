@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .data import FEEDBACK_SCHEME, PARQUET_SUFFIXES
 from .errors import DataError
+from .preflight import feature_columns
 
 STAGING_DIR = ".spark-data"  # beside the model's versions: the repository ignores dot entries
 _TABLE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*){0,2}")
@@ -89,16 +90,7 @@ def _read(spark, spec: str, kind: str):
 def _columns(spec: str, schema, features: Sequence[str] | None, label: str) -> tuple[list[str], str]:
     from pyspark.sql.types import BooleanType, NumericType
 
-    columns = list(schema.names)
-    names = list(features) if features else [c for c in columns if c != label]
-    missing = [c for c in [*names, label] if c not in columns]
-    if missing:
-        raise DataError(f"{spec}: no column named {', '.join(map(repr, missing))}; it has {columns}. "
-                        f"Expected the label in column {label!r} and features in "
-                        f"{'the other columns' if not features else ', '.join(map(repr, names))}; "
-                        "pick them with --label COLUMN --features COLUMN,...")
-    if not names:
-        raise DataError(f"{spec}: only the label column {label!r}, no feature columns")
+    names = feature_columns(spec, list(schema.names), features, label)
     for name in [*names, label]:
         kind = schema[name].dataType
         if not isinstance(kind, (NumericType, BooleanType)):
