@@ -47,6 +47,9 @@ def loop_gateway(tmp_path):
     settings = make_settings(repo_root, api_key=API_KEY, loop={
         "capture": True, "canary_fraction": 0.5, "canary_window_requests": 30, "canary_min_requests": 10,
         "min_labelled": 5, "rollback_window_seconds": 0,  # promotions retire the old stable at once
+        # The canary itself is under test here (shadow evaluation, which would stop these
+        # candidates earlier, has its own tests in test_shadow.py).
+        "shadow": False,
         # These tests decide on errors and accuracy; a latency verdict over ~15 requests on a
         # loaded machine is chance (one stall is the p99). The latency rule is tested on its
         # own in test_canary_decision.py.

@@ -99,3 +99,18 @@ def test_held_back_feedback_that_the_candidate_gets_wrong_stops_it(shadow_gatewa
     report = repo.read_manifest("clf", version).extra["shadow"]
     assert "held-back labelled feedback 0.00% vs 100.00%" in report["reason"], report
     assert report["golden"].startswith("0 labelled examples")
+
+
+def test_a_candidate_that_fails_on_real_inputs_is_stopped_before_a_client_sees_an_error(shadow_gateway):
+    server, repo = shadow_gateway, shadow_gateway.repo
+    client = server.client()
+    for i in range(6):  # captured traffic: the replay is what exposes the fault
+        _infer(client, _x([i % 3]), request_id=f"e{i}")
+    version = loop_models.publish(repo, "clf", loop_models.classifier(fail_on_nonzero=True), fine_tuned=True)
+    for _ in range(200):  # every answer meanwhile comes from version 1, without an error
+        assert _infer(client, _x([1])) == "1"
+        if repo.read_manifest("clf", version).status == "rejected":
+            break
+    report = repo.read_manifest("clf", version).extra["shadow"]
+    assert not report["passed"] and report["reason"].startswith("evaluation failed: InferenceError"), report
+
