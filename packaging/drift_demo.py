@@ -52,8 +52,10 @@ def build(workdir: Path) -> tuple[Path, Path]:
         "loop": {"jobs_dir": str(workdir / "jobs")},
         "loop_models": {MODEL: {
             "trigger": "drift", "drift_threshold": 0.2, "drift_window_seconds": 20, "drift_sustain_seconds": 3,
-            "drift_min_labelled": 600, "np": 1, "data": ["feedback:", str(replay)],
-            "options": ["--epochs", "12", "--lr", "0.002"],
+            # The replay counts twice: the client's labels can outnumber it, and what version
+            # 1 knew (upright digits) must be kept.
+            "drift_min_labelled": 600, "np": 1, "data": ["feedback:", str(replay), str(replay)],
+            "options": ["--epochs", "20", "--lr", "0.002"],
             "capture": True, "canary_fraction": 0.3, "canary_mde": 0.05, "min_labelled": 30,
             "canary_wait_for_labels": True, "canary_window_seconds": 240, "golden_max_drop": 0.01,
             "rollback_window_seconds": 0,
@@ -100,6 +102,7 @@ class Client(threading.Thread):
             except Exception as exc:  # any failure is what the demo must not see
                 self.failures += 1
                 self.errors.append(str(exc)[:200])
+            time.sleep(0.02)  # a user's pace, not a load test: about 40 requests a second
 
 
 class Monitor(threading.Thread):
