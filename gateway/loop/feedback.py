@@ -253,11 +253,25 @@ class FeedbackService:
         # hold up captures or the event loop. Later scans read only what was appended.
         if model in self._scanning:
             return
+        self._scanning.add(model)
+        self._scan_thread.submit(self._scan, model, self._scan_of(model))
+
+    def _scan_of(self, model: str) -> FeedbackScan:
         scan = self._scans.get(model)
         if scan is None:
             scan = self._scans[model] = FeedbackScan(feedback_dir(self.registry.repo.root, model))
-        self._scanning.add(model)
-        self._scan_thread.submit(self._scan, model, scan)
+        return scan
+
+    async def stored_rows(self, model: str) -> int:
+        """The examples the model's store holds for training (what its reader returns), from
+        the same incremental scan as the quarantine count, on the same thread."""
+        scan = self._scan_of(model)
+
+        def update() -> int:
+            self._scan(model, scan)
+            return scan.rows
+
+        return await asyncio.get_running_loop().run_in_executor(self._scan_thread, update)
 
     def _scan(self, model: str, scan: FeedbackScan) -> None:
         try:

@@ -29,10 +29,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-from model_repo.feedback import FeedbackScan, feedback_dir
 
 from ...core.errors import Conflict, JobNotFound, ModelNotReady
 from ...core.registry import Registry
@@ -65,7 +63,8 @@ class JobManager:
         self.finished: dict[tuple[str, str], int] = {}  # (model, state) -> count, ended under this leader
         self._follows: dict[str, asyncio.Task] = {}  # model -> the task following its job
         self._starting: set[str] = set()
-        self._scans: dict[str, FeedbackScan] = {}
+        # Rows in a model's feedback store (the feedback service's scan, set by the wiring).
+        self.stored_rows: Callable[[str], Awaitable[int]] = _no_rows
         self._since: dict[str, float] = {}  # model -> when the schedule trigger last started a job
         self._nudge = asyncio.Event()
         self._duty: asyncio.Task | None = None
@@ -106,7 +105,7 @@ class JobManager:
                        np=settings.np, options=tuple(settings.options))
         self._starting.add(model)
         try:
-            rows = await self._rows(model)
+            rows = await self.stored_rows(model)
             # Recorded before it is launched: a leader dying in between leaves a record a new
             # leader can check, never a job nobody knows of.
             record.running = {"job_id": spec.job_id, "base_version": stable, "trigger": reason,
@@ -221,7 +220,7 @@ class JobManager:
                 for model in [r.name for r in self.registry.records()]:
                     record = await self._read(model)
                     if self.settings_for(model).trigger != "manual":
-                        self.new_samples[model] = max(0, await self._rows(model) - record.feedback_rows)
+                        self.new_samples[model] = max(0, await self.stored_rows(model) - record.feedback_rows)
                 if self.is_leader():
                     await self._answer_requests()
                     for model in list(self.records):
@@ -281,17 +280,6 @@ class JobManager:
         self._nudge.set()
 
     # ------------------------------------------------------------- records
-    async def _rows(self, model: str) -> int:
-        scan = self._scans.get(model)
-        if scan is None:
-            scan = self._scans[model] = FeedbackScan(feedback_dir(self.registry.repo.root, model))
-
-        def count() -> int:
-            scan.update()
-            return scan.rows
-
-        return await asyncio.to_thread(count)
-
     async def _read(self, model: str) -> JobRecord:
         record = self.records[model] = await asyncio.to_thread(read_record, self.registry.repo.root, model)
         return record
@@ -319,3 +307,8 @@ class JobManager:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _no_rows(model: str) -> int:
+    return 0
+
