@@ -43,6 +43,9 @@ class ServingPlan:
     canary: int | None
     rejected: list[int] = field(default_factory=list)
     warm: list[int] = field(default_factory=list)  # loaded, not routed: the stable before a recent promotion
+    # Every version's manifest as the plan read it (None: none readable), for callers that
+    # need more of them (the gateway's lineage) without reading them again.
+    manifests: dict[int, Manifest | None] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def stable(self) -> list[int]:
@@ -63,17 +66,17 @@ def read_plan(repo: Repository, model: str, config: ModelConfig, canary: bool = 
     wanted = available_versions(config, eligible)
     warm = _warm(manifests, wanted, rejected, warm_seconds)
     if not canary or not wanted:
-        return ServingPlan(wanted, None, rejected, warm)
+        return ServingPlan(wanted, None, rejected, warm, manifests)
     newest = wanted[-1]
     if manifests[newest] is None or not is_pending(manifests[newest]):
-        return ServingPlan(wanted, None, rejected, warm)
+        return ServingPlan(wanted, None, rejected, warm, manifests)
     # Undecided canaries never count as stable (a second fine-tuned version must not make
     # the first one the stable side of its comparison).
     stable = available_versions(config, [v for v in eligible
                                          if manifests[v] is None or not is_pending(manifests[v])])
     if not stable:
-        return ServingPlan(wanted, None, rejected)  # nothing to compare with: the first version just serves
-    return ServingPlan(sorted(set(stable) | {newest}), newest, rejected)
+        return ServingPlan(wanted, None, rejected, manifests=manifests)  # nothing to compare with: the first version just serves
+    return ServingPlan(sorted(set(stable) | {newest}), newest, rejected, manifests=manifests)
 
 
 def _warm(manifests: dict[int, Manifest | None], wanted: list[int], rejected: list[int],

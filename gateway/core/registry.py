@@ -265,10 +265,8 @@ class Registry:
         loop = self.settings.loop_for(model)
         plan = read_plan(self.repo, model, config, loop.canary, loop.rollback_window_seconds)
         wanted = sorted(set(plan.serving) | set(plan.warm))
-        lineages = {}
-        for version in wanted:
-            with contextlib.suppress(RepositoryError):  # a hand-made version may have no manifest
-                lineages[version] = lineage(self.repo.read_manifest(model, version))
+        # A hand-made version may have no manifest, hence no lineage.
+        lineages = {v: lineage(m) for v in wanted if (m := plan.manifests.get(v)) is not None}
         return config, wanted, plan.canary, lineages
 
     async def _load_version(self, model: str, version: int, config: ModelConfig) -> ServedVersion:
