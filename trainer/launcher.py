@@ -62,6 +62,13 @@ def check_data_paths(paths: list[str]) -> None:
             from .spark_data import looks_like_table
 
             hint = " (a Spark SQL table is read with --launcher spark)" if looks_like_table(spec) else ""
+            # A misspelt scheme ("feedbak:", "Feedback") is not a file name: say what was meant.
+            import difflib
+
+            head = spec.partition(":")[0].lower()
+            if "/" not in head and "." not in head and \
+                    difflib.SequenceMatcher(None, head, FEEDBACK_SCHEME[:-1]).ratio() >= 0.75:
+                hint = f" (did you mean {FEEDBACK_SCHEME}{spec.partition(':')[2]}?)"
             raise DataError(f"data file not found: {spec}{hint}")
 
 

@@ -158,7 +158,7 @@ class Registry:
         if record is None:
             if model in self._known:
                 raise ModelNotReady(f"model {model!r} is not loaded")
-            raise ModelNotFound(f"unknown model {model!r}")
+            raise ModelNotFound(f"unknown model {model!r} (POST /v2/repository/index lists the models)")
         return record
 
     def get(self, model: str) -> ModelRecord | None:
