@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..core.errors import BadRequest, brief
 from .keys import BUDGET, CANARY, FEEDBACK, GATEWAY, JOBS
 from .routes import _header_length, _json, _model, protected, read_request
 
@@ -14,10 +15,30 @@ async def feedback(request: web.Request) -> web.Response:
     model, _ = _model(request)
     header_length = _header_length(request)
     service = request.app[FEEDBACK]
-    spec = service.input_spec(model)  # 404/503/400 before reading a body for nothing
+    spec = _RowLimit(service.input_spec(model))  # 404/503/400 before reading a body for nothing
     with request.app[BUDGET].claim() as claim:
         parsed, size = await read_request(request, header_length, spec, claim)
         return _json(await service.submit(model, parsed, size))
+
+
+class _RowLimit:
+    """One feedback call carries at most the model's ``max_batch_size`` rows, as one infer
+    call does: the rows are checked, decoded and stored as one batch under the decode budget.
+    Larger sets are refused before any data is decoded, with a message saying to split them,
+    rather than split here: a client that splits knows which rows were stored when a call
+    fails, and one call never holds more memory than an infer call could."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.limit = getattr(getattr(spec, "signature", None), "max_batch_size", 0)
+
+    def check_input(self, name: str, datatype: str, shape: list[int]) -> None:
+        if self.limit > 0 and isinstance(shape, list | tuple) and shape and isinstance(shape[0], int) \
+                and shape[0] > self.limit:
+            raise BadRequest(f"feedback tensor {brief(name)} has {shape[0]} rows; one feedback call takes at most "
+                             f"the model's max_batch_size, {self.limit}: send the rows in several calls of up to "
+                             f"{self.limit}")
+        self.spec.check_input(name, datatype, shape)
 
 
 @protected
