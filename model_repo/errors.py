@@ -10,7 +10,9 @@ turn any of them into ``{"error": msg}`` without a table of its own::
     ├── ConfigError (400)         config.pbtxt missing fields or not parseable
     ├── ManifestError (500)       manifest.json missing or malformed
     ├── IntegrityError (500)      a file's sha256 does not match the manifest
-    └── PublishError (500)        a staged version could not be published
+    ├── PublishError (500)        a staged version could not be published
+    ├── FeedbackError (400)       a feedback record that cannot be stored (bad arrays)
+    └── FeedbackCorrupt (500)     the feedback store cannot give what was asked
 """
 
 from __future__ import annotations
@@ -49,4 +51,16 @@ class IntegrityError(RepositoryError):
 
 
 class PublishError(RepositoryError):
+    status = 500
+
+
+class FeedbackError(RepositoryError):
+    """A feedback record that cannot be stored (bad arrays): the client's fault."""
+
+    status = 400
+
+
+class FeedbackCorrupt(RepositoryError):
+    """The store cannot give what was asked. (Damaged records are quarantined, never raised.)"""
+
     status = 500

@@ -1,11 +1,17 @@
-"""The bytes of a feedback shard: record framing, encoding, and a parser that survives damage.
+"""The bytes of a feedback shard: names, record framing, encoding, and a parser that survives damage.
 
 ::
 
-    shard-00000001.tgfb   b"TGFBSHD1" then records
-    record                u32 payload length | u32 crc32(payload) | payload      (little endian)
-    payload               f64 timestamp | u16 array count | arrays
-    array                 u16 name length | name (utf-8) | u32 npy length | .npy bytes
+    shard-000000000001.tgfb  b"TGFBSHD1" then records; the name is the first sequence number
+                             it may hold (12 digits)
+    record                   u32 payload length | u32 crc32(payload) | payload   (little endian)
+    payload                  f64 timestamp | u16 array count | arrays
+    array                    u16 name length | name (utf-8) | u32 npy length | .npy bytes
+
+A record's arrays are its inputs (``in:<name>``), its labels (``label``) and its rows'
+sequence numbers (``seq``, int64, one per row). Shards written before sequence numbers
+existed are named with 8 digits (``shard-00000001.tgfb``) and hold no ``seq``: their rows
+read as sequence 0, before every numbered row.
 
 A parse never raises on what it reads: a record that fails its checksum, or bytes that are no
 record, with a good record after them, and a well-framed payload that does not decode are
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import re
 import struct
 import zlib
 from collections.abc import Mapping
@@ -27,9 +35,70 @@ from pathlib import Path
 import numpy as np
 
 SHARD_MAGIC = b"TGFBSHD1"
+SHARD_SUFFIX = ".tgfb"
 LABEL_KEY = "label"
 INPUT_PREFIX = "in:"
+SEQ_KEY = "seq"
 _HEADER = struct.Struct("<II")  # payload length, crc32
+_SHARD_RE = re.compile(r"^shard-(\d{8}|\d{12})\.tgfb$")
+
+
+# ------------------------------------------------------------------- names
+def shard_name(first_sequence: int) -> str:
+    return f"shard-{first_sequence:012d}{SHARD_SUFFIX}"
+
+
+def first_sequence(path: Path) -> int:
+    """The first sequence number ``path`` may hold; 0 for a shard from before sequences."""
+    digits = _SHARD_RE.match(path.name).group(1)  # type: ignore[union-attr]
+    return int(digits) if len(digits) == 12 else 0
+
+
+def list_shards(directory: str | os.PathLike[str]) -> list[Path]:
+    """The store's shards in sequence order: the unnumbered (older) ones first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _SHARD_RE.match(p.name)]
+    return sorted(found, key=lambda p: (len(p.name), p.name))
+
+
+# ------------------------------------------------------------------- records
+def record_problem(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """Why a decoded record cannot be used, or None."""
+    inputs = [k for k in arrays if k.startswith(INPUT_PREFIX)]
+    unknown = sorted(set(arrays) - set(inputs) - {LABEL_KEY, SEQ_KEY})
+    if LABEL_KEY not in arrays or not inputs or unknown:
+        return f"arrays {sorted(arrays)} are not inputs ('in:<name>'), one 'label' and 'seq'"
+    if any(a.ndim == 0 for a in arrays.values()) or len({a.shape[0] for a in arrays.values()}) != 1:
+        return f"arrays disagree on rows: {describe(schema(arrays, rows=True))}"
+    labels = arrays[LABEL_KEY]
+    if labels.shape[0] == 0:
+        return "a record without rows"
+    if labels.dtype.kind not in "biuf":
+        return f"labels of dtype {labels.dtype} are not numeric"
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        return "labels that are not finite (NaN or infinity)"
+    seq = arrays.get(SEQ_KEY)
+    if seq is not None and (seq.dtype != np.int64 or seq.ndim != 1 or np.any(np.diff(seq) <= 0)):
+        return "sequence numbers that are not increasing int64"
+    return None
+
+
+def schema(arrays: Mapping[str, np.ndarray], rows: bool = False) -> tuple:
+    """Names, dtypes and per-row shapes (whole shapes with ``rows``); sequence numbers aside."""
+    return tuple(sorted((k, a.dtype.str, a.shape if rows else a.shape[1:])
+                        for k, a in arrays.items() if k != SEQ_KEY))
+
+
+def describe(schema: tuple) -> str:
+    return ", ".join(f"{name} {np.dtype(dtype).name}{list(shape)}" for name, dtype, shape in schema)
+
+
+def row_sequences(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Each row's sequence number: the record's own, or 0 for a record from before them."""
+    seq = arrays.get(SEQ_KEY)
+    return seq if seq is not None else np.zeros(arrays[LABEL_KEY].shape[0], np.int64)
 
 
 def encode_record(arrays: Mapping[str, np.ndarray], timestamp: float) -> bytes:

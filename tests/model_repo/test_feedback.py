@@ -1,4 +1,5 @@
-"""The feedback store: durable appends, rotation, torn tails skipped, corruption refused."""
+"""The feedback store: durable appends, sequence numbers, rotation, torn tails skipped,
+corruption refused."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from model_repo.feedback import (
     FeedbackError,
     FeedbackWriter,
     feedback_dir,
+    last_sequence,
     list_shards,
     read_feedback,
-    snapshot,
 )
 
 
@@ -55,11 +56,31 @@ def test_shards_rotate_at_the_size_limit(tmp_path):
     assert read_feedback(tmp_path).records == 20
 
 
-def test_a_new_writer_never_appends_to_an_old_shard(tmp_path):
-    for i in range(3):
+def test_writers_continue_one_numbered_log(tmp_path):
+    numbers = []
+    for i in range(3):  # three writers one after another (restarts), one shard
         with FeedbackWriter(tmp_path) as writer:
-            writer.append(*_record(i))
-    assert len(list_shards(tmp_path)) == 3
+            numbers.append(writer.append(*_record(i)))
+    assert numbers == [range(1, 3), range(3, 5), range(5, 7)]
+    assert [p.name for p in list_shards(tmp_path)] == ["shard-000000000001.tgfb"]
+    data = read_feedback(tmp_path)
+    assert data.sequences.tolist() == [1, 2, 3, 4, 5, 6] and last_sequence(tmp_path) == 6
+
+
+def test_reading_after_a_number_opens_no_earlier_shard(tmp_path):
+    with FeedbackWriter(tmp_path, max_shard_bytes=1024) as writer:
+        for i in range(20):
+            writer.append(*_record(i))  # rows 2i+1, 2i+2
+    shards = list_shards(tmp_path)
+    assert len(shards) > 3
+    later = read_feedback(tmp_path, after=30)
+    assert later.sequences.tolist() == list(range(31, 41))
+    np.testing.assert_array_equal(later.labels, [i % 10 for i in range(15, 20) for _ in range(2)])
+    containing_31 = [p.name for p in shards if int(p.name[6:18]) <= 31][-1]
+    assert later.shards_read[0] == containing_31 and len(later.shards_read) < len(shards)
+    window = read_feedback(tmp_path, after=4, through=9)  # cuts records in two
+    assert window.sequences.tolist() == [5, 6, 7, 8, 9]
+    assert len(read_feedback(tmp_path, after=40)) == 0
 
 
 @pytest.mark.parametrize("cut", [1, 4, 9, 30])
@@ -71,11 +92,13 @@ def test_torn_tail_is_skipped_and_later_shards_still_read(tmp_path, cut):
     size = first.stat().st_size
     with open(first, "r+b") as f:  # a crash in the middle of the third record
         f.truncate(size - cut)
-    with FeedbackWriter(tmp_path) as writer:  # the restarted gateway
-        writer.append(*_record(7))
+    with FeedbackWriter(tmp_path) as writer:  # the restarted gateway: a new shard, not after the tear
+        assert writer.append(*_record(7)) == range(5, 7)
+    assert len(list_shards(tmp_path)) == 2
     data = read_feedback(tmp_path)
     assert data.records == 3 and data.torn_records == 1
     np.testing.assert_array_equal(data.labels, [0, 0, 1, 1, 7, 7])
+    assert data.sequences.tolist() == [1, 2, 3, 4, 5, 6]
 
 
 def test_zero_filled_tail_counts_as_torn(tmp_path):
@@ -167,6 +190,10 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
         assert p.exitcode == 0
     data = read_feedback(tmp_path)
     assert sorted(data.inputs["x"][:, 0].astype(int)) == [*range(25), *range(100, 125), *range(200, 225)]
+    assert data.sequences.tolist() == list(range(1, 76))  # distinct, increasing, no gaps
+    for start in (0, 100, 200):  # each writer's rows were numbered in the order it wrote them
+        mine = data.sequences[(data.inputs["x"][:, 0] >= start) & (data.inputs["x"][:, 0] < start + 25)]
+        assert np.all(np.diff(mine) > 0)
 
 
 def test_records_survive_the_writer_being_killed(tmp_path):
@@ -196,30 +223,29 @@ def test_records_survive_the_writer_being_killed(tmp_path):
     np.testing.assert_array_equal(data.labels[: acknowledged + 1], np.arange(acknowledged + 1))
 
 
-def test_snapshot_pins_what_is_read_while_appends_go_on(tmp_path):
+def test_a_sequence_bound_pins_what_is_read_while_appends_go_on(tmp_path):
     writer = FeedbackWriter(tmp_path, max_shard_bytes=700)
     for i in range(3):
         writer.append(*_record(i))
-    pinned = snapshot(tmp_path)
-    before = read_feedback(tmp_path, pinned)
+    pinned = last_sequence(tmp_path)
+    before = read_feedback(tmp_path, through=pinned)
     for i in range(3, 9):  # more records, and new shards by rotation
         writer.append(*_record(i))
     writer.close()
-    assert len(list_shards(tmp_path)) > len(pinned)
-    again = read_feedback(tmp_path, pinned)
-    assert again.records == before.records == 3
+    again = read_feedback(tmp_path, through=pinned)
+    assert pinned == 6 and again.records == before.records == 3
     np.testing.assert_array_equal(again.inputs["x"], before.inputs["x"])
     assert read_feedback(tmp_path).records == 9
 
 
-def test_snapshot_cut_inside_a_record_reads_as_a_torn_tail(tmp_path):
+def test_a_store_from_before_sequence_numbers_reads_as_row_zero(tmp_path):
+    from model_repo.feedback_format import encode_record
+
+    legacy = tmp_path / "shard-00000001.tgfb"  # an older writer's naming, records without "seq"
+    legacy.write_bytes(SHARD_MAGIC + encode_record({"in:x": np.zeros((2, 4), np.float32),
+                                                    "label": np.zeros(2, np.int64)}, 1.0))
     with FeedbackWriter(tmp_path) as writer:
-        writer.append(*_record(0))
-        writer.append(*_record(1))
-    (shard,) = list_shards(tmp_path)
-    cut = {shard.name: shard.stat().st_size - 5}  # as if a stat saw an append half done
-    data = read_feedback(tmp_path, cut)
-    assert data.records == 1 and data.torn_records == 1
-    shard.unlink()
-    with pytest.raises(FeedbackCorrupt, match="of the snapshot are gone"):
-        read_feedback(tmp_path, cut)
+        assert writer.append(*_record(3)) == range(1, 3)
+    data = read_feedback(tmp_path)
+    assert data.sequences.tolist() == [0, 0, 1, 2] and data.quarantined == 0
+    assert read_feedback(tmp_path, after=0).sequences.tolist() == [1, 2]
