@@ -97,18 +97,32 @@ function roleOf(model, v, canary) {
   return (model.serving || []).includes(v.version) ? "serving" : "retired";
 }
 
-function decisionText(report) {
-  if (!report || typeof report !== "object") { return "–"; }
-  const verdict = report.state ?? (report.passed === undefined ? "" : report.passed ? "passed" : "failed");
-  const reason = report.reason || "";
-  if (reason.startsWith(verdict)) { return reason || fmt(report); } // the reason may already say it
-  return `${verdict}${reason ? ": " + reason : ""}` || fmt(report);
+// A verdict cell: one word in the cell, the whole report on hover. Reports often repeat their
+// verdict in their text ("passed: gate passed: loss ..."), so the detail line drops any
+// leading verdict words before it is shown beside the word.
+const VERDICT_WORDS = /^(?:\s*(?:gate|shadow|canary|passed|failed|insufficient|promoted|rolled[_ ]back|rejected)\b[:,;]?)+\s*/i;
+
+function verdictCell(verdict, detail, report) {
+  const word = verdict || (report ? "see details" : "–");
+  const text = (detail || "").replace(VERDICT_WORDS, "");
+  const td = el("td", word, { class: `verdict verdict-${word.replace(/[^a-z]+/gi, "-")}`,
+    title: [text, report ? JSON.stringify(report, null, 1) : ""].filter(Boolean).join("\n\n") });
+  if (text) { td.append(el("span", ` ${text}`, { class: "detail" })); }
+  return td;
 }
 
-function gateText(metrics) {
+function decisionCell(report) {
+  if (!report || typeof report !== "object") { return verdictCell(null, "", null); }
+  const verdict = report.state ?? report.status ?? (report.passed === undefined ? "" : report.passed ? "passed" : "failed");
+  return verdictCell(String(verdict).replace("_", " "), report.reason || "", report);
+}
+
+function gateCell(metrics) {
   const gate = metrics?.gate;
-  if (!gate) { return metrics ? fmt(metrics) : "–"; }
-  return `${gate.passed ? "passed" : "failed"}${gate.message ? ": " + gate.message : ""}`;
+  if (!gate) { return verdictCell(null, "", metrics || null); }
+  const change = typeof gate.before === "number" && typeof gate.after === "number"
+    ? `${gate.metric} ${fmt(gate.before)} → ${fmt(gate.after)}` : gate.message;
+  return verdictCell(gate.passed ? "passed" : "failed", change, gate);
 }
 
 function madeBy(v) {
@@ -125,9 +139,7 @@ function renderVersions(model, canary, states) {
     tr.append(el("td", v.version), el("td", role, { class: `role-${role}` }),
       el("td", states[v.version] || "–"), el("td", (v.created_at || "").replace("T", " ").slice(0, 19)),
       el("td", v.parent_version ?? "–"), el("td", v.data_digest ? v.data_digest.slice(0, 12) : "–", { title: v.data_digest || "" }),
-      el("td", gateText(v.metrics), { class: "wrap", title: JSON.stringify(v.metrics || {}) }),
-      el("td", decisionText(v.extra?.shadow), { class: "wrap", title: JSON.stringify(v.extra?.shadow || {}) }),
-      el("td", decisionText(decision), { class: "wrap" }),
+      gateCell(v.metrics), decisionCell(v.extra?.shadow), decisionCell(decision),
       el("td", v.error || madeBy(v), { title: JSON.stringify(v.extra?.training || {}) }));
     return tr;
   });
@@ -170,7 +182,8 @@ function renderCanary(params, t) {
   }
   drawLines($("canary-chart"), seriesMatching("canary."), { title: "canary test over time", xLabel: "time (s)", range: [0, 1] });
   const last = params.last_canary;
-  $("last-canary").textContent = last ? `last decision: version ${last.version} ${last.state}${last.reason ? " — " + last.reason : ""}` : "";
+  const why = (last?.reason || "").replace(VERDICT_WORDS, "");
+  $("last-canary").textContent = last ? `last decision: version ${last.version} ${last.state}${why ? " — " + why : ""}` : "";
   fillList($("shadow"), params.shadow ? leaves(params.shadow, "shadow") : []);
 }
 
@@ -227,6 +240,20 @@ function feedbackCounts(metricsText) {
   return counts;
 }
 
+// TensorFlow's and absl's start-up chatter (glog-style "I0000 00:00:... file.cc:12]" lines, the
+// absl and CPU-feature notices), under horovodrun's "[rank]<stderr>:" prefix or not, is not
+// the trainer's: the log tail shows the job's own lines and says how many it hid.
+const NOISE = new RegExp(String.raw`^(?:\[\d+\]<std(?:out|err)>:)?\s*(?:[IWEF]\d{4} [\d:.]+\s+\d+ [\w.\-/]+:\d+\]`
+  + String.raw`|WARNING: All log messages before absl|To enable the following instructions|oneDNN custom operations`
+  + String.raw`|This TensorFlow binary is optimized)`);
+
+function trainerLines(lines) {
+  const kept = lines.filter((line) => line.trim());
+  const own = kept.filter((line) => !NOISE.test(line));
+  const hidden = kept.length - own.length;
+  return hidden ? [...own, `(${hidden} lines of TensorFlow start-up output hidden)`] : own;
+}
+
 function trainingCurve(history, title) {
   const pick = (key) => ({ name: key, points: (history || []).filter((h) => typeof h[key] === "number").map((h) => [h.epoch, h[key]]) });
   drawLines($("training-chart"), ["loss", "val_loss", "accuracy", "val_accuracy"].map(pick), { title, xLabel: "epoch" });
@@ -247,7 +274,7 @@ async function renderLoop(params, model) {
   if (job) {
     fillList($("job"), [["job", job.job_id], ["state", job.state], ["started", job.started_at], ["finished", job.finished_at],
       ["exit code", job.exit_code], ["message", job.message]]);
-    $("job-log").textContent = (job.log_tail || []).join("\n");
+    $("job-log").textContent = trainerLines(job.log_tail || []).join("\n");
   } else {
     fillList($("job"), page.jobId && !canRead() ? [["job", `${page.jobId} (details need the API key)`]] : []);
     $("job-log").textContent = "";

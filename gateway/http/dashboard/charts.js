@@ -26,8 +26,11 @@ function drawLines(canvas, series, { title = "", xLabel = "", range = null, form
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
   if (range) { y0 = Math.min(y0, range[0]); y1 = Math.max(y1, range[1]); }
+  // Counts, rates, latencies and losses are never negative: their axis starts at 0, and a flat
+  // zero line (no traffic) spans 0 to 1 rather than -1 to 1.
+  if (y0 >= 0) { y0 = 0; }
   if (x1 === x0) { x1 = x0 + 1; }
-  if (y1 === y0) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
+  if (y1 === y0) { y1 = y0 === 0 ? 1 : y1 + Math.abs(y1) * 0.1; y0 = y0 === 0 ? 0 : y0 - Math.abs(y0) * 0.1; }
   const px = (x) => left + ((x - x0) / (x1 - x0)) * (w - left - right);
   const py = (y) => h - bottom - ((y - y0) / (y1 - y0)) * (h - top - bottom);
   ctx.strokeStyle = "#d8dce3";
