@@ -1,8 +1,12 @@
-"""Which versions serve and which one is a pending canary, decided from the manifests alone.
+"""The one serving truth: which of a model's versions are stable, the pending canary, warm
+for rollback, rejected or retired — from the config's version policy *and* the manifests'
+decisions, answered by :func:`read_plan` (and :func:`base_version`, the version a fine-tune
+starts from).
 
-The rule lives here, beside the repository, so that every reader agrees on it: the
-gateway's registry (what to load and split traffic for), its canary controller, and
-``tunegate models list|show|promote|rollback`` (which cannot import the gateway).
+The rule lives here, beside the repository, so that every actor agrees on it: the
+gateway's registry (what to load and split traffic for), its canary controller and job
+manager, the dashboard, ``tunegate models list|show|promote|rollback`` and ``tunegate
+finetune`` (which cannot import the gateway), whatever launcher runs it.
 
 - a version whose manifest ``status`` is ``rejected`` never serves again;
 - a version published by a fine-tune job (its manifest has ``training``) with no
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ModelConfig
-from .errors import RepositoryError
+from .errors import RepositoryError, VersionNotFound
 from .manifest import Manifest
 from .policy import available_versions
 from .repository import Repository
@@ -43,6 +47,7 @@ class ServingPlan:
     canary: int | None
     rejected: list[int] = field(default_factory=list)
     warm: list[int] = field(default_factory=list)  # loaded, not routed: the stable before a recent promotion
+    retired: list[int] = field(default_factory=list)  # on disk, decided, but the version policy serves them no more
     # Every version's manifest as the plan read it (None: none readable), for callers that
     # need more of them (the gateway's lineage) without reading them again.
     manifests: dict[int, Manifest | None] = field(default_factory=dict, repr=False, compare=False)
@@ -50,6 +55,11 @@ class ServingPlan:
     @property
     def stable(self) -> list[int]:
         return [v for v in self.serving if v != self.canary]
+
+    @property
+    def pending(self) -> list[int]:
+        """Fine-tuned versions nobody has decided on, whether or not one is on trial now."""
+        return [v for v, m in self.manifests.items() if m is not None and m.status != REJECTED and is_pending(m)]
 
 
 def read_plan(repo: Repository, model: str, config: ModelConfig, canary: bool = True,
@@ -65,18 +75,43 @@ def read_plan(repo: Repository, model: str, config: ModelConfig, canary: bool = 
     eligible = [v for v in manifests if v not in rejected]
     wanted = available_versions(config, eligible)
     warm = _warm(manifests, wanted, rejected, warm_seconds)
-    if not canary or not wanted:
-        return ServingPlan(wanted, None, rejected, warm, manifests)
-    newest = wanted[-1]
-    if manifests[newest] is None or not is_pending(manifests[newest]):
-        return ServingPlan(wanted, None, rejected, warm, manifests)
-    # Undecided canaries never count as stable (a second fine-tuned version must not make
-    # the first one the stable side of its comparison).
-    stable = available_versions(config, [v for v in eligible
-                                         if manifests[v] is None or not is_pending(manifests[v])])
-    if not stable:
-        return ServingPlan(wanted, None, rejected, manifests=manifests)  # nothing to compare with: the first version just serves
-    return ServingPlan(sorted(set(stable) | {newest}), newest, rejected, manifests=manifests)
+    plan = ServingPlan(wanted, None, rejected, warm, manifests=manifests)
+    newest = wanted[-1] if wanted else None
+    if canary and newest is not None and manifests[newest] is not None and is_pending(manifests[newest]):
+        # Undecided canaries never count as stable (a second fine-tuned version must not make
+        # the first one the stable side of its comparison).
+        stable = available_versions(config, [v for v in eligible
+                                             if manifests[v] is None or not is_pending(manifests[v])])
+        if stable:  # else nothing to compare with: the first version just serves
+            plan = ServingPlan(sorted(set(stable) | {newest}), newest, rejected, manifests=manifests)
+    kept = set(plan.serving) | set(plan.warm) | set(rejected)
+    return ServingPlan(plan.serving, plan.canary, rejected, plan.warm,
+                       [v for v in eligible if v not in kept and v not in plan.pending], manifests)
+
+
+def stable_version(plan: ServingPlan, model: str) -> int:
+    """The newest stable version: what unpinned requests go to outside a canary's share,
+    and what a fine-tune starts from."""
+    if not plan.stable:
+        raise VersionNotFound(f"model {model!r} has no stable version to serve or fine-tune")
+    return plan.stable[-1]
+
+
+def base_version(repo: Repository, model: str, version: int | None = None) -> int:
+    """The version a fine-tune of ``model`` starts from (blocking): the current stable one,
+    or ``version`` unless it was rejected. (An undecided version may be named: with canaries
+    off the gateway serves it as its newest.)"""
+    plan = read_plan(repo, model, repo.read_config(model))
+    stable = stable_version(plan, model)
+    if version is None:
+        return stable
+    if version not in plan.manifests:
+        raise VersionNotFound(f"model {model!r} has no version {version}; its stable version is {stable}")
+    if version in plan.rejected:
+        raise VersionNotFound(f"version {version} of model {model!r} was rejected (rolled back); its stable "
+                              f"version is {stable}: fine-tune that (leave out --version)")
+    return version
+
 
 
 def _warm(manifests: dict[int, Manifest | None], wanted: list[int], rejected: list[int],

@@ -11,6 +11,7 @@ turn any of them into ``{"error": msg}`` without a table of its own::
     ├── ManifestError (500)       manifest.json missing or malformed
     ├── IntegrityError (500)      a file's sha256 does not match the manifest
     ├── PublishError (500)        a staged version could not be published
+    │   └── Superseded (409)      a fine-tune's base already has a fine-tuned child (another job won)
     ├── FeedbackError (400)       a feedback record that cannot be stored (bad arrays)
     └── FeedbackCorrupt (500)     the feedback store cannot give what was asked
 """
@@ -52,6 +53,10 @@ class IntegrityError(RepositoryError):
 
 class PublishError(RepositoryError):
     status = 500
+
+
+class Superseded(PublishError):
+    status = 409
 
 
 class FeedbackError(RepositoryError):

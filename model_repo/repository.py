@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import CONFIG_FILE, ModelConfig, read_config, write_config
 from .durable import atomic_write_json, exclusive_lock, fsync_path, fsync_tree
-from .errors import IntegrityError, ModelNotFound, PublishError, VersionNotFound
+from .errors import IntegrityError, ManifestError, ModelNotFound, PublishError, Superseded, VersionNotFound
 from .manifest import MANIFEST_FILE, MODEL_FILE, Manifest, digest_tree, read_manifest, sha256_file
 from .names import check_model_name, inside, parse_version
 from .policy import available_versions
@@ -195,6 +195,11 @@ class Repository:
         ``staged`` must hold ``model.onnx``. The manifest is written with the digests of
         every file. ``config`` becomes the model's ``config.pbtxt`` if it has none yet (or
         always, with ``replace_config``); an operator's edits to an existing one are kept.
+
+        A fine-tuned version (``training`` among the fields) is a compare-and-set on its
+        parent: if a version fine-tuned from the same parent is there and not rejected,
+        another job got there first and :class:`Superseded` is raised, nothing published
+        (two jobs from one base, say a command line's and a gateway's, never both publish).
         """
         model_path = self.model_dir(model)
         staged = Path(staged)
@@ -211,6 +216,8 @@ class Repository:
         fields = {k: v for k, v in manifest_fields.items() if k in Manifest.__dataclass_fields__}
         extra = {k: v for k, v in manifest_fields.items() if k not in Manifest.__dataclass_fields__}
         with self._locked(model):
+            if "training" in manifest_fields and parent_version is not None:
+                self._check_no_sibling(model, parent_version)
             version = self._next_version(model_path)
             manifest = Manifest(
                 model=model,
@@ -235,6 +242,18 @@ class Repository:
             fsync_path(model_path / _HIGH_WATER_FILE)
             fsync_path(model_path)
         return manifest
+
+    def _check_no_sibling(self, model: str, parent: int) -> None:
+        for version in reversed(self.list_versions(model)):
+            if version <= parent:
+                break
+            try:
+                other = self.read_manifest(model, version)
+            except (ManifestError, VersionNotFound):
+                continue
+            if other.extra.get("training") and other.parent_version == parent and other.status != "rejected":
+                raise Superseded(f"{model} version {version} was already fine-tuned from version {parent} "
+                                 f"(and is not rejected): nothing published; fine-tune the stable version")
 
     def _next_version(self, model_path: Path) -> int:
         numbers = [int(e.name) for e in os.scandir(model_path) if e.name.isdigit()]

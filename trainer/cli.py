@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import EXIT_OK
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         from .submit import submit
 
         return submit(args)
+    absolute_paths(args)
     base = resolve_base(args.repo, args.model, args.version)
     model_input = model_input_shape(base.repo, args.model)
     echo = sys.stderr if args.json else sys.stdout
@@ -90,6 +92,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.model}: version {result['version']} published (parent {summary['parent_version']}, "
               f"{summary['world_size']} ranks, {summary['mode']} mode); {summary['gate']['message']}")
     return EXIT_OK
+
+
+def absolute_paths(args: argparse.Namespace) -> None:
+    """Resolve every path the user typed where they typed it: the ranks run elsewhere
+    (horovodrun's working directory, Spark's executors)."""
+    args.repo = os.path.abspath(args.repo)
+    for name in ("checkpoint_dir", "report_dir", "host_discovery_script"):
+        if getattr(args, name, None):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+    args.data = [_absolute_data(spec) for spec in args.data]
+    if args.val_data:
+        args.val_data = [_absolute_data(spec) for spec in args.val_data]
+
+
+def _absolute_data(spec: str) -> str:
+    from .data import FEEDBACK_SCHEME
+
+    if spec.startswith(FEEDBACK_SCHEME):
+        where = spec[len(FEEDBACK_SCHEME):]
+        return FEEDBACK_SCHEME + os.path.abspath(where) if where else spec
+    # What is not there stays as typed: a Spark table's name, or a mistake its error names.
+    return os.path.abspath(spec) if os.path.exists(spec) else spec
 
 
 def _preflight_horovodrun(args: argparse.Namespace, model_input):

@@ -7,7 +7,9 @@ name: ``features`` (default: every column but the label; for .npz the array ``x`
 ``feedback:`` (the model's default store), is read as a feedback store.
 
 The digest is over the arrays' content, not the files, so the same data in two formats
-records the same lineage.
+records the same lineage. Rows read from a feedback store keep their sequence numbers
+(``Dataset.seq``; -1 for rows from files), so a job can record exactly which rows it
+trained on and which it held out (``trainer.snapshot``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_repo.feedback import FeedbackCorrupt, feedback_dir, read_feedback
+from model_repo.feedback import feedback_dir, read_feedback
 
 from .errors import DataError
 
@@ -34,13 +36,32 @@ def is_parquet_dir(path: Path) -> bool:
 
 
 @dataclass
+class Part:
+    """One source as read: a file's digest, or a feedback store's sequence range."""
+
+    spec: str
+    rows: int
+    digest: str
+    store: Path | None = None  # a feedback store
+    through: int | None = None  # the highest sequence number the read was bounded by
+    own: bool = False  # the model's own store (its numbers are the loop's)
+
+
+@dataclass
 class Dataset:
     x: np.ndarray
     y: np.ndarray
     sources: list[str]
+    seq: np.ndarray | None = None  # per row: its number in the model's own feedback store, else -1
+    parts: list[Part] | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def take(self, index: np.ndarray) -> Dataset:
+        """The rows at ``index`` (sources and parts kept: they say where the whole came from)."""
+        return Dataset(self.x[index], self.y[index], self.sources,
+                       None if self.seq is None else self.seq[index], self.parts)
 
     @property
     def digest(self) -> str:
@@ -70,31 +91,44 @@ def _feedback_store(spec: str, repo_root: Path | None, model: str | None) -> Pat
 
 def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, label: str | None = None,
               repo_root: Path | None = None, model: str | None = None,
-              snapshots: Mapping[str, Mapping[str, int]] | None = None) -> Dataset:
+              through: Mapping[str, int] | None = None) -> Dataset:
     """Read and concatenate every source; raises :class:`DataError` with the file's name.
 
-    ``snapshots`` (store path -> :func:`model_repo.feedback.snapshot`) pins what is read of
-    a feedback store the gateway may still be appending to, so every rank reads the same."""
+    ``through`` (store path -> a sequence number, :func:`model_repo.feedback.last_sequence`)
+    pins what is read of a feedback store the gateway may still be appending to, so every
+    rank reads the same rows."""
     if not paths:
         raise DataError("no data given (--data PATH...)")
-    xs, ys = [], []
+    xs, ys, seqs, parts = [], [], [], []
     for spec in paths:
         store = _feedback_store(spec, repo_root, model)
+        bound = None if store is None else (through or {}).get(str(store))
+        own = store is not None and _is_own_store(store, repo_root, model)
         if store is not None:
-            x, y = _load_feedback(store, features, (snapshots or {}).get(str(store)))
+            x, y, seq = _load_feedback(store, features, bound)
+            if not own:
+                seq = np.full(x.shape[0], -1, np.int64)  # numbers of another store say nothing of this model's
         else:
             x, y = _load_file(Path(spec), features, label)
+            seq = np.full(x.shape[0], -1, np.int64)
         if x.shape[0] != y.shape[0]:
             raise DataError(f"{spec}: {x.shape[0]} feature rows but {y.shape[0]} labels")
         if x.shape[0] == 0:
             raise DataError(f"{spec}: no examples")
         xs.append(x)
         ys.append(y)
+        seqs.append(seq)
+        parts.append(Part(spec, int(x.shape[0]), Dataset(x, y, []).digest, store, bound, own))
     try:
         x, y = np.concatenate(xs), np.concatenate(ys)
     except ValueError as exc:
         raise DataError(f"data files do not agree on shapes: {exc}") from None
-    return Dataset(_features(x), _labels(y), [str(p) for p in paths])
+    return Dataset(_features(x), _labels(y), [str(p) for p in paths], np.concatenate(seqs), parts)
+
+
+def _is_own_store(store: Path, repo_root: Path | None, model: str | None) -> bool:
+    return repo_root is not None and model is not None and \
+        store.resolve() == feedback_dir(repo_root, model).resolve()
 
 
 def _load_file(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -150,11 +184,8 @@ def _load_table(path: Path, features: Sequence[str] | None, label: str) -> tuple
 
 
 def _load_feedback(directory: Path, features: Sequence[str] | None,
-                   at: Mapping[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        data = read_feedback(directory, at)
-    except FeedbackCorrupt as exc:
-        raise DataError(str(exc)) from None
+                   through: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data = read_feedback(directory, through=through)
     if data.quarantined:
         # Into the job's log (stdout): the job goes on with the rest, but someone should look.
         reasons = "; ".join(data.quarantine_reasons[:5])
@@ -170,7 +201,7 @@ def _load_feedback(directory: Path, features: Sequence[str] | None,
         (name,) = data.inputs
     if name not in data.inputs:
         raise DataError(f"{directory}: no input named {name!r} (it has {sorted(data.inputs)})")
-    return data.inputs[name], data.labels
+    return data.inputs[name], data.labels, data.sequences
 
 
 def _features(x: np.ndarray) -> np.ndarray:
@@ -197,14 +228,13 @@ def split_validation(data: Dataset, fraction: float, seed: int) -> tuple[Dataset
     if n_val >= len(data):
         raise DataError(f"{len(data)} examples are too few to hold out {fraction:.0%}")
     val, train = order[:n_val], order[n_val:]
-    return (Dataset(data.x[train], data.y[train], data.sources),
-            Dataset(data.x[val], data.y[val], data.sources))
+    return data.take(train), data.take(val)
 
 
 def shard(data: Dataset, rank: int, size: int, seed: int) -> Dataset:
     """Rank ``rank``'s share: a shared shuffle, then every ``size``-th example."""
     order = np.random.default_rng(seed).permutation(len(data))[rank::size]
-    return Dataset(data.x[order], data.y[order], data.sources)
+    return data.take(order)
 
 
 def steps_per_epoch(n_train: int, size: int, batch_size: int) -> int:

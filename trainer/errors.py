@@ -17,6 +17,13 @@ from __future__ import annotations
 # One definition, shared with the gateway's launchers (which read them back as job states).
 from model_repo.jobs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_OK  # noqa: F401
 
+# Set by a launcher that reads rank 0's result file (trainer.launcher): a rank whose outcome
+# is decided (bad input, not promoted) then exits 0, so horovodrun does not report it as a
+# crash with a traceback, and the launcher exits with the outcome's code. Cluster ranks
+# (Kubernetes, where the Job's status may be all a submitter sees) keep the codes.
+OUTCOME_IN_RESULT_FILE = "TUNEGATE_OUTCOME_IN_RESULT_FILE"
+DECIDED_EXIT_CODES = (EXIT_BAD_INPUT, EXIT_NOT_PROMOTED)
+
 
 class TrainerError(Exception):
     status = 500

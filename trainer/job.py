@@ -19,14 +19,18 @@ replicas differing included (see :mod:`trainer.errors`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_repo.errors import Superseded
+
 from . import checkpoint as ckpt
-from .errors import EXIT_OK, DataError, JobFailed, NotPromoted, TrainerError
+from .errors import (DECIDED_EXIT_CODES, EXIT_OK, OUTCOME_IN_RESULT_FILE, DataError, JobFailed, NotPromoted,
+                     TrainerError)
 from .options import add_job_arguments, validate
 
 
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         from model_repo.durable import atomic_write_json
 
         atomic_write_json(Path(args.result_file), result)
+    if code in DECIDED_EXIT_CODES and args.result_file and os.environ.get(OUTCOME_IN_RESULT_FILE) == "1":
+        return EXIT_OK  # the launcher reads the outcome from rank 0's file
     return code
 
 
@@ -80,7 +86,7 @@ class Inputs:
 
 
 def load_inputs(hvd, args: argparse.Namespace) -> Inputs:
-    from model_repo.feedback import snapshot
+    from model_repo.feedback import last_sequence
 
     from .data import feedback_stores, load_data, split_validation
     from .distributed import broadcast_object
@@ -91,12 +97,13 @@ def load_inputs(hvd, args: argparse.Namespace) -> Inputs:
     base = resolve_base(args.repo, args.model, args.version)
     model = load_keras(base)
     # The gateway may append feedback while ranks start at different moments: rank 0 pins
-    # what the job trains on, and every rank reads exactly that.
+    # what the job trains on (every row up to the store's last sequence number now), and
+    # every rank reads exactly that.
     stores = feedback_stores([*args.data, *(args.val_data or [])], repo_root=args.repo, model=args.model)
-    snapshots = {str(s): snapshot(s) for s in stores} if hvd.rank() == 0 else None
-    snapshots = broadcast_object(hvd, snapshots) if stores else None
+    through = {str(s): last_sequence(s) for s in stores} if hvd.rank() == 0 else None
+    through = broadcast_object(hvd, through) if stores else None
     sources = dict(features=args.features, label=args.label, repo_root=args.repo, model=args.model,
-                   snapshots=snapshots)
+                   through=through)
     data = load_data(args.data, **sources)
     if args.val_data:
         train_data, val_data = data, load_data(args.val_data, **sources)
@@ -185,6 +192,7 @@ def conclude(hvd, args: argparse.Namespace, inputs: Inputs, *, before, history: 
     whatever the outcome; a published version carries a copy."""
     from .objective import evaluate
     from .report import timing
+    from .snapshot import attempt, data_snapshot
     from .sync import check_consistency
 
     try:
@@ -204,17 +212,30 @@ def conclude(hvd, args: argparse.Namespace, inputs: Inputs, *, before, history: 
         "before": before, "after": after, "history": history, "timing": timing(history),
         "world_size": hvd.size(), "mode": args.mode, "intra_op_threads": threads,
         "weights_checksums": checksums, "hyperparameters": _hyperparameters(args, inputs, hvd.size()),
+        "data_snapshot": data_snapshot(inputs.train_data, inputs.val_data),
     }
     if inconsistent is None:
         summary["gate"] = inputs.gate.decide(before, after)
         print(summary["gate"]["message"], flush=True)
     summary["report"] = _write_report(args, base, summary)
+    model_dir = base.repo.model_dir(args.model)
     if inconsistent:
+        attempt(model_dir, summary["data_snapshot"], "failed", base.version, str(inconsistent))
         raise JobFailed(str(inconsistent), details={**inconsistent.details, "summary": summary})
     if not summary["gate"]["passed"]:
-        raise NotPromoted(f"{summary['gate']['message']}; {args.model} version {base.version} stays in service, "
-                          "nothing was published", details={"summary": summary})
-    manifest = _publish(inputs.model, base, inputs.val_data, summary)
+        message = (f"{summary['gate']['message']}; {args.model} version {base.version} stays the base, "
+                   "nothing was published")
+        attempt(model_dir, summary["data_snapshot"], "not_promoted", base.version, message)
+        raise NotPromoted(message, details={"summary": summary})
+    try:
+        manifest = _publish(inputs.model, base, inputs.val_data, summary)
+    except Exception as exc:
+        # The converters name the stage around the repository's refusal: find it beneath.
+        superseded = next((e for e in (exc, exc.__cause__) if isinstance(e, Superseded)), None)
+        if superseded is None:
+            raise
+        attempt(model_dir, summary["data_snapshot"], "superseded", base.version, str(superseded))
+        raise NotPromoted(str(superseded), details={"summary": summary}) from None
     print(f"published {args.model} version {manifest.version} (parent {base.version})", flush=True)
     return {"status": "published", "version": manifest.version, "summary": summary}
 
@@ -260,7 +281,8 @@ def _publish(model, base, val_data, summary: dict):
             manifest_fields={"data_digest": summary["data_digest"],
                              "metrics": {"before": summary["before"], "after": summary["after"],
                                          "gate": summary["gate"]},
-                             "training": training, "input_summary": summarise(val_data.x).to_dict()},
+                             "training": training, "input_summary": summarise(val_data.x).to_dict(),
+                             "data_snapshot": summary["data_snapshot"]},
             extra_files={CURVE_FILE: files["curve"], METRICS_FILE: files["metrics"]})
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .data import FEEDBACK_SCHEME
 from .distributed import default_ranks, usable_cores
-from .errors import DataError, JobFailed, TrainerError, error_from_result
+from .errors import OUTCOME_IN_RESULT_FILE, DataError, JobFailed, TrainerError, error_from_result
 from .options import to_argv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +103,7 @@ def launch(args, topo: Topology, *, echo=sys.stdout) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env[OUTCOME_IN_RESULT_FILE] = "1"  # a decided outcome is read from the file, not horovodrun's status
     with tempfile.TemporaryDirectory(prefix="tunegate-finetune-") as tmp:
         result_file = Path(tmp) / "result.json"
         cmd = command(topo, to_argv(args), result_file, Path(tmp))

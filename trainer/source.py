@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model_repo import Manifest, Repository, RepositoryError
+from model_repo.canary_state import base_version
 
 from .errors import ModelError
 
@@ -22,14 +23,16 @@ class BaseModel:
 
 
 def resolve_base(repo_root: str, name: str, version: int | None) -> BaseModel:
-    """Find the version to fine-tune (the serving one unless ``version`` is given).
+    """Find the version to fine-tune: the stable one (``model_repo.canary_state``: the
+    version policy and the manifests' decisions, as the gateway serves it) unless
+    ``version`` is given; a rejected version is refused.
 
     Cheap (no TensorFlow), so the launcher checks it before starting any rank."""
     repo = Repository(repo_root)
     if not repo.root.is_dir():
         raise ModelError(f"model repository {repo.root} does not exist")
     try:
-        number = repo.resolve(name, version)
+        number = base_version(repo, name, version)
         manifest = repo.read_manifest(name, number)
     except RepositoryError as exc:
         raise ModelError(str(exc)) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_repo.feedback import FeedbackWriter, feedback_dir, snapshot
+from model_repo.feedback import FeedbackWriter, feedback_dir, last_sequence
 from trainer import checkpoint as ckpt
 from trainer.data import Dataset, epoch_batches, feedback_stores, load_data, shard, split_validation, steps_per_epoch
 from trainer.errors import DataError, TrainerError
@@ -62,11 +62,30 @@ def test_feedback_snapshot_pins_the_training_data(tmp_path, small):
     with FeedbackWriter(store) as writer:
         writer.append({"pixels": x[:10]}, y[:10])
         stores = feedback_stores(["feedback:"], repo_root=tmp_path, model="m")
-        pinned = {str(s): snapshot(s) for s in stores}
+        pinned = {str(s): last_sequence(s) for s in stores}
         writer.append({"pixels": x[10:20]}, y[10:20])
-    assert stores == [store]
-    assert len(load_data(["feedback:"], repo_root=tmp_path, model="m", snapshots=pinned)) == 10
+    assert stores == [store] and pinned == {str(store): 10}
+    data = load_data(["feedback:"], repo_root=tmp_path, model="m", through=pinned)
+    assert len(data) == 10 and data.seq.tolist() == list(range(1, 11))
     assert len(load_data(["feedback:"], repo_root=tmp_path, model="m")) == 20
+
+
+def test_the_data_snapshot_records_the_range_read_and_the_rows_held_out(tmp_path, small):
+    from trainer.data import split_validation
+    from trainer.snapshot import data_snapshot
+
+    x, y = small
+    np.savez(tmp_path / "extra.npz", x=x[:5], y=y[:5])
+    with FeedbackWriter(feedback_dir(tmp_path, "m")) as writer:
+        writer.append({"pixels": x}, y)
+    data = load_data(["feedback:", str(tmp_path / "extra.npz")], repo_root=tmp_path, model="m",
+                     through={str(feedback_dir(tmp_path, "m")): 30})
+    train, val = split_validation(data, 0.2, seed=0)
+    snap = data_snapshot(train, val)
+    held = sorted(int(s) for s in val.seq if s >= 0)
+    assert snap["feedback"]["through"] == 30 and snap["feedback"]["first"] == 1 and snap["feedback"]["rows"] == 30
+    assert [n for a, b in snap["feedback"]["held_out"] for n in range(a, b + 1)] == held
+    assert list(snap["files"]) == [str(tmp_path / "extra.npz")] and snap["other_stores"] == []
 
 
 def test_data_errors_name_the_file_and_the_problem(tmp_path, small):
