@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 GRPC_PORT ?= 8001
 
-.PHONY: setup demo example test bench perf-analyzer
+.PHONY: setup demo example test docs bench perf-analyzer
 
 setup:
 	packaging/setup.sh
@@ -17,7 +17,8 @@ example: setup
 
 demo: example
 	@echo
-	@echo "Serving $(DEMO_REPO) on http://$(HOST):$(PORT) and gRPC $(HOST):$(GRPC_PORT). From another shell:"
+	@echo "Serving $(DEMO_REPO): HTTP on http://$(HOST):$(PORT), gRPC on $(HOST):$(GRPC_PORT)"
+	@echo "(other ports: make demo PORT=18000 GRPC_PORT=18001). From another shell:"
 	@echo "  $(PY) packaging/example_request.py --url http://$(HOST):$(PORT)"
 	@echo "  curl -s -X POST http://$(HOST):$(PORT)/v2/models/digits/infer -H 'Content-Type: application/json' -d @packaging/digit0_request.json"
 	@echo
@@ -25,6 +26,11 @@ demo: example
 
 test: setup
 	$(PY) -m pytest -p no:cacheprovider
+
+# The documentation site (docs/, Sphinx + MyST) into docs/_build/html; warnings are errors.
+docs: setup
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 bench: setup
 	$(PY) bench/convert.py

@@ -24,18 +24,30 @@ SUBCOMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser(chosen: str | None = None, *, every: bool = False) -> argparse.ArgumentParser:
+    """The ``tunegate`` parser with the ``chosen`` subcommand's arguments (``every``: all of
+    them, as the documentation's CLI reference renders it). Nothing runs: it only imports the
+    subcommands' ``cli`` modules, none of which loads TensorFlow or Horovod at import."""
     parser = argparse.ArgumentParser(prog="tunegate", description=__doc__.splitlines()[1])
     parser.add_argument("--version", action="version", version=f"tunegate {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        if name == chosen:
+        if every or name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(sub_parser)
             sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def _every_parser() -> argparse.ArgumentParser:
+    """Every subcommand's arguments (for sphinx-argparse, which takes a function of no arguments)."""
+    return build_parser(every=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would blame the top-level parser: show the usage of the command used
         _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
