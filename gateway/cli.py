@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exit-on-error", action="store_true", default=None,
                         help="exit (status 1) when a model fails its initial load, instead of serving the rest")
     parser.add_argument("--workers", type=int, metavar="N",
-                        help="serving processes sharing the ports (default 1; README, Scale out)")
+                        help="serving processes sharing both ports (default 1; docs/guides/scale-out.md)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -89,7 +89,7 @@ def _log_to_stderr(settings: Settings, tag: str) -> None:
 def _run(settings: Settings, sock: socket.socket, worker: WorkerSlot | None) -> None:
     try:
         if settings.event_loop == "uvloop":
-            import uvloop  # libuv's loop: measured cheaper per request than asyncio's (README, Serve)
+            import uvloop  # libuv's loop: measured cheaper per request than asyncio's (docs/guides/serve.md)
 
             uvloop.run(_serve_until_signalled(settings, sock, worker))
         else:

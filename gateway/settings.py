@@ -233,7 +233,7 @@ class Settings(BaseSettings):
 
     workers: int = Field(1, ge=1, le=256)
     """Serving processes ``tunegate serve`` starts, sharing the HTTP and gRPC ports
-    (SO_REUSEPORT), each with its own sessions and batcher (README, "Scale out")."""
+    (SO_REUSEPORT), each with its own sessions and batcher (docs/guides/scale-out.md)."""
 
     def loop_for(self, model: str) -> LoopSettings:
         override = self.loop_models.get(model)

@@ -53,13 +53,22 @@ def _types(annotation):
 
 def test_every_cli_flag_is_in_the_reference(site):
     page = _text(site / "reference" / "cli.html")
+    squeezed = re.sub(r"\s+", "", page)
     missing = []
     for path, parser in _parsers(tunegate_cli.build_parser(every=True)):
-        if path and " ".join(path) not in page:
-            missing.append(" ".join(path))
+        # Each (sub)command's own usage line, with every flag it takes, is in its section...
+        usage = re.sub(r"\s+", "", parser.format_usage().removeprefix("usage:"))
+        if usage not in squeezed:
+            missing.append(f"usage of {' '.join(('tunegate', *path))}")
+        # ...and every flag is described, with its help (and default) where it has one.
         for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):  # -h: the reference is the help
+                continue
             missing += [f"{' '.join(path)} {flag}" for flag in action.option_strings if flag not in page]
-    assert not missing, f"flags missing from the CLI reference: {missing}"
+            if action.help and action.help != argparse.SUPPRESS and "%(" not in action.help \
+                    and " ".join(action.help.split()) not in page:
+                missing.append(f"help of {' '.join(path)} {action.dest}")
+    assert not missing, f"missing from the CLI reference: {missing}"
 
 
 def test_every_setting_is_in_the_reference(site):
