@@ -59,3 +59,5 @@ autodoc_pydantic_model_hide_paramlist = True
 autodoc_pydantic_settings_hide_paramlist = True
 # Methods of the settings classes (loop_for, runtime_for) are code, not settings.
 autodoc_default_options = {"exclude-members": "loop_for, runtime_for, model_post_init"}
+autodoc_pydantic_model_summary_list_order = "bysource"
+autodoc_pydantic_settings_summary_list_order = "bysource"
