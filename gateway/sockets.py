@@ -51,7 +51,8 @@ def listen(host: str, port: int, backlog: int = 128, *, flag: str = "--port", re
 def _why(exc: OSError, host: str, flag: str) -> str:
     if exc.errno == errno.EADDRINUSE and flag == "--grpc-port":
         return ("the gRPC port is already in use (another tunegate or Triton?); choose another with "
-                "--grpc-port N (or TUNEGATE_GRPC_PORT=N), or --grpc-port 0 to serve HTTP only")
+                "--grpc-port N (or TUNEGATE_GRPC_PORT=N; with make demo: make demo GRPC_PORT=N), or --grpc-port 0 "
+                "to serve HTTP only")
     if exc.errno == errno.EADDRINUSE:
         return ("the port is already in use (another tunegate or server?); choose another with --port N "
                 "(or TUNEGATE_PORT=N; with make demo: make demo PORT=N), or --port 0 for any free port")
