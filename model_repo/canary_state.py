@@ -58,8 +58,11 @@ class ServingPlan:
 
     @property
     def pending(self) -> list[int]:
-        """Fine-tuned versions nobody has decided on, whether or not one is on trial now."""
-        return [v for v, m in self.manifests.items() if m is not None and m.status != REJECTED and is_pending(m)]
+        """Fine-tuned versions nobody has decided on, newer than the stable one (an older one
+        can never be a canary again: it is retired)."""
+        newest = max(self.stable, default=0)
+        return [v for v, m in self.manifests.items()
+                if v > newest and m is not None and m.status != REJECTED and is_pending(m)]
 
 
 def read_plan(repo: Repository, model: str, config: ModelConfig, canary: bool = True,

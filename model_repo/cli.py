@@ -86,7 +86,8 @@ def _state(repo: Repository, model: str) -> tuple[Any, ServingPlan]:
 
 
 def _plan_dict(plan: ServingPlan) -> dict[str, Any]:
-    return {"stable": plan.stable, "canary": plan.canary, "rejected": plan.rejected}
+    return {"stable": plan.stable, "canary": plan.canary, "pending": plan.pending, "rejected": plan.rejected,
+            "retired": plan.retired}
 
 
 def _list(repo: Repository, args: argparse.Namespace) -> int:

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from .durable import atomic_write_json, exclusive_lock
+from .errors import RepositoryError
 from .manifest import Manifest
+from .repository import Repository
 
 DATA_SNAPSHOT = "data_snapshot"  # the manifest field
 LEDGER_DIR = ".ledger"
@@ -79,6 +81,17 @@ def feedback_baseline(model_dir: Path, manifests: Mapping[int, Manifest | None])
     seen = [t for m in manifests.values() if (t := trained_through(m)) is not None]
     seen += [a["through"] for a in read_attempts(model_dir) if isinstance(a.get("through"), int)]
     return max(seen, default=0)
+
+
+def model_baseline(repo: Repository, model: str) -> int:
+    """:func:`feedback_baseline` of ``model`` as its manifests say now (blocking)."""
+    manifests: dict[int, Manifest | None] = {}
+    for version in repo.list_versions(model):
+        try:
+            manifests[version] = repo.read_manifest(model, version)
+        except RepositoryError:
+            manifests[version] = None
+    return feedback_baseline(repo.model_dir(model), manifests)
 
 
 def held_out_ranges(sequences) -> list[list[int]]:

@@ -30,5 +30,5 @@ def lineage(manifest: Manifest) -> dict[str, Any]:
     for key in ("shadow", "canary"):
         report = manifest.extra.get(key)
         if isinstance(report, dict):
-            out[key] = {k: report.get(k) for k in ("passed", "state", "reason", "decided_at") if k in report}
+            out[key] = {k: report.get(k) for k in ("status", "passed", "state", "reason", "decided_at") if k in report}
     return out

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 # The serving rule is the repository's (the CLI applies it too).
 from model_repo.canary_state import CANARY, PROMOTED, REJECTED, ROLLED_BACK, is_pending
 
-from .jobs.record import read_record
+from model_repo import RepositoryError
+from model_repo.ledger import model_baseline, trained_through
 
 from ..core.errors import BadRequest
 from . import manifests, shadow
@@ -64,6 +65,7 @@ class CanaryState:
     mine: tuple[Side, Side] = field(default_factory=lambda: (Side(), Side()))  # this process's (canary, stable)
     processes: int = 1  # processes whose evidence the sums hold
     test: TestState | None = None  # the accuracy test as of the last look
+    shadow: str | None = None  # the shadow phase's status; "insufficient": no promotion on requests alone
     dirty: bool = False  # ``mine`` changed since it was last written
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -92,7 +94,7 @@ class CanaryState:
                 "fraction": self.fraction, "reason": self.reason,
                 "elapsed_seconds": round(time.time() - self.started, 3), "processes": self.processes,
                 "canary": self.canary_side.to_dict(), "stable": self.stable_side.to_dict(),
-                "test": None if self.test is None else self.test.to_dict()}
+                "test": None if self.test is None else self.test.to_dict(), "shadow": self.shadow}
 
 
 class CanaryController:
@@ -204,7 +206,8 @@ class CanaryController:
             settings = self.settings_for(state.model)
             state.test = accuracy_test(state.canary_side, state.stable_side, state.fraction, settings)
             outcome, why = verdict(state.canary_side, state.stable_side, fraction=state.fraction,
-                                   elapsed=time.time() - state.started, settings=settings, test=state.test)
+                                   elapsed=time.time() - state.started, settings=settings, test=state.test,
+                                   evidence_needed=state.shadow == shadow.INSUFFICIENT)
             if outcome is not None and state.live and self.is_leader():
                 await self._finish(state, outcome, why, manual=False)
         if state.state == "withdrawn":  # decided elsewhere: show what was decided
@@ -224,10 +227,12 @@ class CanaryController:
             report = await asyncio.to_thread(manifests.shadow_report, repo, state.model, state.version)
             if report is None and self.is_leader():
                 report = await self._evaluate_shadow(state)
-            if report is not None and report.get("passed"):
+            if report is not None and shadow.status(report) != shadow.FAILED:
+                state.shadow = shadow.status(report)
                 state.state, state.started = CANARY, float(report.get("decided_at") or time.time())
-                log.info("model %s version %s passed shadow evaluation (%s); now a canary for %.0f%% of "
-                         "traffic", state.model, state.version, report.get("reason"), state.fraction * 100)
+                log.info("model %s version %s: shadow evaluation %s (%s); now a canary for %.0f%% of "
+                         "traffic", state.model, state.version, state.shadow, report.get("reason"),
+                         state.fraction * 100)
                 return
             if report is not None and self.is_leader():
                 await self._finish(state, ROLLED_BACK, f"shadow evaluation: {report.get('reason')}", manual=False)
@@ -247,8 +252,8 @@ class CanaryController:
         settings, repo = self.settings_for(state.model), self.registry.repo
         names = [meta.name for meta in candidate.signature.inputs]
         replay = await self.replay(state.model, candidate.signature, settings.shadow_replay_requests)
-        job = await asyncio.to_thread(read_record, repo.root, state.model)
-        held_back = await asyncio.to_thread(shadow.load_held_back, repo.root, state.model, job.feedback_rows, names)
+        after = await asyncio.to_thread(_trained_through, repo, state.model, state.version)
+        held_back = await asyncio.to_thread(shadow.load_held_back, repo.root, state.model, after, names)
         path = settings.golden_set or repo.model_dir(state.model) / "golden.npz"
         try:
             golden = await asyncio.to_thread(shadow.load_golden, path, names)
@@ -372,3 +377,13 @@ class CanaryController:
 
 async def _no_replay(model: str, signature: Any, limit: int) -> None:
     return None
+
+
+def _trained_through(repo, model: str, version: int) -> int:
+    """Rows after this are held back from ``version``: its own data snapshot's end, or (a
+    candidate trained on files alone) the ledger's baseline, rows no version has trained on."""
+    try:
+        through = trained_through(repo.read_manifest(model, version))
+    except RepositoryError:
+        through = None
+    return through if through is not None else model_baseline(repo, model)

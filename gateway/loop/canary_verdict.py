@@ -13,10 +13,13 @@ In order, on every process's evidence summed (``gateway.loop.evidence``):
    by ``canary_mde``).
 3. **No labels**: with ``canary_wait_for_labels`` off, after ``canary_window_requests``
    canary answers that passed the guards the canary is promoted (the guards are all there
-   is to judge on).
+   is to judge on) — unless its shadow evaluation found too little evidence
+   (``evidence_needed``): requests alone never promote such a canary.
 4. **Time cap**: ``canary_window_seconds`` after publication (and ``canary_min_requests``
    answers), an undecided test is truncated: promoted if the evidence leans towards "as
-   accurate" (log-likelihood ratio below 0), else rolled back.
+   accurate" (log-likelihood ratio below 0), else rolled back. With ``evidence_needed`` and
+   no labelled evidence at all, it is rolled back: nothing says it is as good, and a person
+   can still promote it by hand (``tunegate models promote``) before the cap.
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ def guard_failure(c: Side, s: Side, settings: LoopSettings) -> str | None:
 
 
 def verdict(c: Side, s: Side, *, fraction: float, elapsed: float, settings: LoopSettings,
-            test: TestState | None = None) -> tuple[str | None, str]:
+            test: TestState | None = None, evidence_needed: bool = False) -> tuple[str | None, str]:
     """(PROMOTED, ROLLED_BACK or None to keep watching, why) for a canary ``elapsed``
-    seconds after its publication, on the summed evidence ``c`` (canary) and ``s`` (stable)."""
+    seconds after its publication, on the summed evidence ``c`` (canary) and ``s`` (stable);
+    ``evidence_needed``: its shadow phase was ``insufficient`` (rules 3 and 4)."""
     enough = c.requests >= settings.canary_min_requests
     if enough and (why := guard_failure(c, s, settings)):
         return ROLLED_BACK, why
@@ -62,11 +66,14 @@ def verdict(c: Side, s: Side, *, fraction: float, elapsed: float, settings: Loop
         return ROLLED_BACK, test.reason
     if test.decision == PROMOTE and enough:
         return PROMOTED, f"{guards}; {test.reason}"
-    if (test.estimate is None and not settings.canary_wait_for_labels
+    if (test.estimate is None and not settings.canary_wait_for_labels and not evidence_needed
             and c.requests >= settings.canary_window_requests):
         return PROMOTED, f"{guards}; accuracy not compared ({test.reason})"
     window = settings.canary_window_seconds
     if window is not None and elapsed >= window and enough:
+        if evidence_needed and test.llr is None:
+            return ROLLED_BACK, (f"time window closed with no evidence it is as good: shadow evaluation was "
+                                 f"insufficient and {test.reason}")
         if test.llr is None or test.llr < 0:
             return PROMOTED, f"time window closed; {guards}; {test.reason}"
         return ROLLED_BACK, f"time window closed, leaning less accurate: {test.reason}"

@@ -262,14 +262,14 @@ class FeedbackService:
             scan = self._scans[model] = FeedbackScan(feedback_dir(self.registry.repo.root, model))
         return scan
 
-    async def stored_rows(self, model: str) -> int:
-        """The examples the model's store holds for training (what its reader returns), from
+    async def rows_after(self, model: str, after: int) -> tuple[int, int]:
+        """(rows of the model's store numbered above ``after``, the store's last number), from
         the same incremental scan as the quarantine count, on the same thread."""
         scan = self._scan_of(model)
 
-        def update() -> int:
+        def update() -> tuple[int, int]:
             self._scan(model, scan)
-            return scan.rows
+            return scan.rows_after(after), scan.last_sequence
 
         return await asyncio.get_running_loop().run_in_executor(self._scan_thread, update)
 

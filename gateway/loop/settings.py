@@ -196,6 +196,9 @@ class LoopSettings(BaseModel):
     shadow_replay_requests: int = Field(1000, ge=0)
     """Recent captured requests replayed through the candidate and the stable version."""
 
+    shadow_min_replay: int = Field(20, ge=1)
+    """Replayed requests the replay check needs to count as evidence (fewer: ``insufficient``)."""
+
     shadow_max_disagreement: float | None = Field(None, ge=0, le=1)
     """Fail a candidate that predicts another class than the stable version on more than this
     share of replayed requests (None: reported only; a fine-tune meant to change answers
@@ -203,7 +206,7 @@ class LoopSettings(BaseModel):
 
     shadow_max_accuracy_drop: float = Field(0.02, ge=0)
     """Fail a candidate less accurate than the stable version by more than this on feedback
-    that arrived after its job started (at least ``min_labelled`` rows)."""
+    rows numbered after its job's data snapshot (at least ``min_labelled`` rows)."""
 
     golden_set: Path | None = None
     """The model's regression set (default ``<repo>/<model>/golden.npz`` when it exists)."""

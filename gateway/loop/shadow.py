@@ -7,19 +7,24 @@ and the candidate alike:
 
 - **replay** of recent captured requests (this process's captures): how often the two
   disagree on the predicted class, and each one's latency per batch;
-- **held-back labels**: feedback that arrived after the job started (so it did not train
-  on it), scored on both: accuracy, and the candidate's calibration (expected calibration
-  error over 10 confidence bins);
+- **held-back labels**: feedback rows numbered after the candidate's data snapshot
+  (``model_repo.ledger``: the rows its job read are in its manifest, whoever launched it, so
+  it is never graded on what it trained on), scored on both: accuracy, and the candidate's
+  calibration (expected calibration error over 10 confidence bins);
 - **the golden set**: a per-model regression set (``golden.npz`` in the model's directory,
   or ``golden_set`` in the loop settings; features under the input's name or ``x``, class
   labels under ``label`` or ``y``), which guards what the model knew against forgetting.
 
-The gate: the candidate fails if it loses more than ``golden_max_drop`` of accuracy on the
-golden set, more than ``shadow_max_accuracy_drop`` on held-back labels (with at least
-``min_labelled`` of them), disagrees with the stable version on more than
-``shadow_max_disagreement`` of replayed requests (when set), or is slower on the replay
-beyond the canary's p99 guard. What is not available (no captures, no held-back labels, no
-golden set) is reported as such, not failed.
+Each source ends ``passed``, ``failed`` or ``insufficient`` (too little evidence: fewer
+than ``shadow_min_replay`` replayed requests, ``min_labelled`` held-back labels, or no
+golden set), with its counts. A candidate fails if it loses more than ``golden_max_drop``
+of accuracy on the golden set, more than ``shadow_max_accuracy_drop`` on held-back labels,
+disagrees with the stable version on more than ``shadow_max_disagreement`` of replayed
+requests (when set), or is slower on the replay beyond the canary's p99 guard. The
+phase's ``status``: ``failed`` if any source failed, else ``passed`` if any source had
+enough evidence, else ``insufficient`` — the canary then goes on to the request window but
+may not be promoted on it alone: its labelled test, or a person, decides
+(``gateway.loop.canary_verdict``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from typing import Any
 
 import numpy as np
 from model_repo.feedback import feedback_dir, read_feedback
+
+PASSED, FAILED, INSUFFICIENT = "passed", "failed", "insufficient"
 
 from ..core.registry import ServedVersion
 from .settings import LoopSettings
@@ -86,47 +93,62 @@ def _p99(times: Sequence[float]) -> float:
 async def evaluate(stable: ServedVersion, candidate: ServedVersion, settings: LoopSettings, *,
                    replay: dict[str, np.ndarray] | None, held_back: Labelled | None,
                    golden: Labelled | None) -> dict[str, Any]:
-    """The shadow report: every check's numbers, ``passed`` and ``reason``."""
+    """The shadow report: every source's numbers and status, the phase's ``status`` and
+    ``reason`` (see the module doc)."""
     report: dict[str, Any] = {"stable_version": stable.version, "version": candidate.version}
     try:
         failures = await _checks(report, stable, candidate, settings, replay, held_back, golden)
     except Exception as exc:  # the candidate (or a set it cannot take) fails: that is a verdict
         failures = [f"evaluation failed: {type(exc).__name__}: {exc}"]
-    report["passed"] = not failures
-    report["reason"] = "; ".join(failures) if failures else "passed: " + _summary(report)
+    sources = [report[k]["status"] for k in ("replay", "held_back", "golden") if isinstance(report.get(k), dict)]
+    report["status"] = FAILED if failures else PASSED if PASSED in sources else INSUFFICIENT
+    report["passed"] = report["status"] == PASSED
+    report["reason"] = "; ".join(failures) if failures else _summary(report)
     report["decided_at"] = time.time()
     return report
+
+
+def status(report: dict[str, Any]) -> str:
+    """A recorded report's status (reports from before ``status`` had only ``passed``)."""
+    found = report.get("status")
+    return found if found in (PASSED, FAILED, INSUFFICIENT) else PASSED if report.get("passed") else FAILED
 
 
 async def _checks(report: dict[str, Any], stable: ServedVersion, candidate: ServedVersion, settings: LoopSettings,
                   replay: dict[str, np.ndarray] | None, held_back: Labelled | None,
                   golden: Labelled | None) -> list[str]:
     failures: list[str] = []
-    if replay:
+    replayed = 0 if not replay else int(next(iter(replay.values())).shape[0])
+    if not replayed:
+        report["replay"] = {"status": INSUFFICIENT, "requests": 0, "needed": settings.shadow_min_replay}
+    else:  # even a few requests can expose a fault; as evidence for a pass they must be enough
         (s_scores, s_times), (c_scores, c_times) = (await predictions(stable, replay),
                                                     await predictions(candidate, replay))
         disagreement = float(np.mean(np.argmax(s_scores, 1) != np.argmax(c_scores, 1)))
-        report["replay"] = {"requests": int(s_scores.shape[0]), "disagreement": round(disagreement, 6),
-                            "stable_p99_ms": round(_p99(s_times), 3), "candidate_p99_ms": round(_p99(c_times), 3)}
+        before = len(failures)
         if settings.shadow_max_disagreement is not None and disagreement > settings.shadow_max_disagreement:
             failures.append(f"disagrees with version {stable.version} on {disagreement:.1%} of "
                             f"{s_scores.shape[0]} replayed requests (allowed {settings.shadow_max_disagreement:.1%})")
         limit = max(_p99(s_times) * settings.max_p99_ratio, _p99(s_times) + settings.p99_slack_ms)
         if len(c_times) >= 10 and _p99(c_times) > limit:
             failures.append(f"p99 {_p99(c_times):.1f} ms per replayed batch vs {_p99(s_times):.1f} ms")
-    else:
-        report["replay"] = "no captured requests to replay"
+        enough = replayed >= settings.shadow_min_replay
+        report["replay"] = {"status": FAILED if len(failures) > before else PASSED if enough else INSUFFICIENT,
+                            "requests": replayed, "needed": settings.shadow_min_replay, "disagreement": round(disagreement, 6),
+                            "stable_p99_ms": round(_p99(s_times), 3), "candidate_p99_ms": round(_p99(c_times), 3)}
     for name, data, allowed, needed in (("held_back", held_back, settings.shadow_max_accuracy_drop, settings.min_labelled),
                                         ("golden", golden, settings.golden_max_drop, 1)):
         if data is None or len(data) < needed:
-            report[name] = f"{0 if data is None else len(data)} labelled examples ({needed} needed)"
+            report[name] = {"status": INSUFFICIENT, "examples": 0 if data is None else len(data), "needed": needed}
             continue
         s_scores, _ = await predictions(stable, data.feeds)
         c_scores, _ = await predictions(candidate, data.feeds)
         s_acc, c_acc = accuracy(s_scores, data.labels), accuracy(c_scores, data.labels)
-        report[name] = {"examples": len(data), "stable_accuracy": round(s_acc, 6), "accuracy": round(c_acc, 6),
+        worse = s_acc - c_acc > allowed
+        report[name] = {"status": FAILED if worse else PASSED, "examples": len(data),
+                        "stable_accuracy": round(s_acc, 6), "accuracy": round(c_acc, 6),
                         "calibration_error": round(calibration_error(c_scores, data.labels), 6)}
-        if s_acc - c_acc > allowed:
+        if worse:
             what = "the golden set" if name == "golden" else "held-back labelled feedback"
             failures.append(f"accuracy on {what} {c_acc:.2%} vs {s_acc:.2%} on version {stable.version} "
                             f"({len(data)} examples; allowed -{allowed:.2%})")
@@ -136,13 +158,14 @@ async def _checks(report: dict[str, Any], stable: ServedVersion, candidate: Serv
 def _summary(report: dict[str, Any]) -> str:
     parts = []
     for name in ("replay", "held_back", "golden"):
-        value = report.get(name)
-        if isinstance(value, dict) and "accuracy" in value:
+        value = report[name]
+        if value["status"] == INSUFFICIENT:
+            have = value.get("requests", value.get("examples"))
+            parts.append(f"{name}: {have} of {value['needed']} needed (insufficient)")
+        elif "accuracy" in value:
             parts.append(f"{name} accuracy {value['accuracy']:.2%} vs {value['stable_accuracy']:.2%}")
-        elif isinstance(value, dict):
-            parts.append(f"replay disagreement {value['disagreement']:.1%}")
         else:
-            parts.append(f"{name}: {value}")
+            parts.append(f"replay disagreement {value['disagreement']:.1%} over {value['requests']}")
     return "; ".join(parts)
 
 
@@ -165,14 +188,12 @@ def load_golden(path: Path, input_names: list[str]) -> Labelled | None:
         return Labelled(feeds, data[label].astype(np.int64).reshape(-1))
 
 
-def load_held_back(repo_root: Path, model: str, from_row: int, input_names: list[str]) -> Labelled | None:
-    """Feedback rows from ``from_row`` on (those that arrived after the job started), when
-    they are class labels (blocking)."""
-    data = read_feedback(feedback_dir(repo_root, model))
-    if len(data) <= from_row:
+def load_held_back(repo_root: Path, model: str, after: int, input_names: list[str]) -> Labelled | None:
+    """Feedback rows numbered after ``after`` (the candidate's data snapshot), when they are
+    class labels (blocking; opens no shard that ends before them)."""
+    data = read_feedback(feedback_dir(repo_root, model), after=after)
+    if not len(data):
         return None
-    labels = data.labels[from_row:]
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    if data.labels.ndim != 1 or not np.issubdtype(data.labels.dtype, np.integer):
         return None  # targets, not classes: accuracy does not apply
-    feeds = {name: data.inputs[name][from_row:] for name in input_names}
-    return Labelled(feeds, labels.astype(np.int64))
+    return Labelled({name: data.inputs[name] for name in input_names}, data.labels.astype(np.int64))

@@ -81,7 +81,7 @@ class Loop:
         self.feedback = FeedbackService(registry, settings, self.canary, self.jobs.feedback_arrived,
                                         instance=self.instance)
         self.canary.replay = self.feedback.replay_inputs
-        self.jobs.stored_rows = self.feedback.stored_rows
+        self.jobs.rows_after = self.feedback.rows_after
         self.leadership.on_change(self.jobs.elected, self.jobs.deposed)
         registry.use_router(self.canary)
         dataplane.observers.append(self._observe)

@@ -79,4 +79,6 @@ def test_every_answer_names_its_lineage_and_version_metadata_shows_it(tmp_path):
         assert lineage["id"] == headers["Tunegate-Lineage-Id"] and lineage["parent_version"] == 1
         wait_for(lambda: server.json("GET", "/v2/models/clf/versions/2")[1]["parameters"]["lineage"]
                  .get("canary", {}).get("state") == "promoted", what="the decision in the lineage")
-        assert server.json("GET", "/v2/models/clf/versions/2")[1]["parameters"]["lineage"]["shadow"]["passed"]
+        # No captures, held-back labels or golden set: no verdict, and a person promoted it.
+        shadow = server.json("GET", "/v2/models/clf/versions/2")[1]["parameters"]["lineage"]["shadow"]
+        assert shadow["status"] == "insufficient" and not shadow["passed"]

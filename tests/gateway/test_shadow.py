@@ -98,7 +98,8 @@ def test_held_back_feedback_that_the_candidate_gets_wrong_stops_it(shadow_gatewa
     wait_for(lambda: repo.read_manifest("clf", version).status == "rejected", what="candidate rejected")
     report = repo.read_manifest("clf", version).extra["shadow"]
     assert "held-back labelled feedback 0.00% vs 100.00%" in report["reason"], report
-    assert report["golden"].startswith("0 labelled examples")
+    assert report["status"] == "failed" and report["held_back"]["status"] == "failed"
+    assert report["golden"] == {"status": "insufficient", "examples": 0, "needed": 1}
 
 
 def test_a_candidate_that_fails_on_real_inputs_is_stopped_before_a_client_sees_an_error(shadow_gateway):

@@ -60,7 +60,8 @@ def test_the_repository_from_the_environment_or_a_usage_error(fine_tuned: Reposi
 def test_list_shows_the_stable_version_and_the_pending_canary(fine_tuned: Repository) -> None:
     rows = json.loads(tunegate("models", "list", "--repo", str(fine_tuned.root), "--json").stdout)
     assert rows == [{"model": "m", "versions": [1, 2, 3], "available": [3], "version_policy": "latest 1",
-                     "max_batch_size": 8, "stable": [1], "canary": 3, "rejected": []}]
+                     "max_batch_size": 8, "stable": [1], "canary": 3, "pending": [2, 3], "rejected": [],
+                     "retired": []}]
     text = tunegate("models", "list", "--repo", str(fine_tuned.root)).stdout.splitlines()
     assert text[0].split() == ["MODEL", "VERSIONS", "STABLE", "CANARY", "POLICY"]
     assert text[1].split() == ["m", "1,2,3", "1", "3", "latest", "1"]  # it said "SERVING 3"
@@ -79,8 +80,8 @@ def test_show_says_which_version_is_on_trial(fine_tuned: Repository) -> None:
 def test_promote_writes_the_controllers_decision_and_the_canary_serves_alone(fine_tuned: Repository) -> None:
     result = tunegate("models", "promote", "m", "--repo", str(fine_tuned.root), "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"model": "m", "version": 3, "decision": "promoted",
-                                         "stable": [3], "canary": None, "rejected": []}
+    assert json.loads(result.stdout) == {"model": "m", "version": 3, "decision": "promoted", "stable": [3],
+                                         "canary": None, "pending": [], "rejected": [], "retired": [1, 2]}
     report = fine_tuned.read_manifest("m", 3).extra["canary"]
     assert report["state"] == PROMOTED and report["version"] == 3 and report["stable_version"] == 1
     assert report["manual"] is True and fine_tuned.read_manifest("m", 3).status == "ready"

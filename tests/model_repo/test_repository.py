@@ -206,7 +206,7 @@ def test_models_cli(repo: Repository) -> None:
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == [
         {"model": "m", "versions": [1, 2], "available": [2], "version_policy": "latest 1", "max_batch_size": 8,
-         "stable": [2], "canary": None, "rejected": []}
+         "stable": [2], "canary": None, "pending": [], "rejected": [], "retired": [1]}
     ]
     shown = json.loads(_tunegate("models", "--repo", str(repo.root), "--json", "show", "m").stdout)
     assert shown["manifest"]["version"] == 2 and shown["config"]["input"][0]["dims"] == [4]

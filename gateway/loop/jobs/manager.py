@@ -1,12 +1,18 @@
 """When fine-tune jobs start, and what happens when they end: the loop leader's duty.
 
 Triggers per model (``LoopSettings.trigger``): ``manual`` (the control route only),
-``samples`` (also once ``trigger_samples`` new feedback rows are in the model's store since
-the last job started), ``schedule`` (also every ``trigger_interval_seconds``, if new
-feedback arrived), ``drift`` (also once the input drift score, :mod:`gateway.loop.drift`, has
-stayed above ``drift_threshold`` for ``drift_sustain_seconds`` and ``drift_min_labelled``
-new feedback rows are in). One job per model at a time, and none while the model has a canary on
-trial: the next job must start from a decided version.
+``samples`` (also once ``trigger_samples`` new feedback rows are in the model's store),
+``schedule`` (also every ``trigger_interval_seconds``, if new feedback arrived), ``drift``
+(also once the input drift score, :mod:`gateway.loop.drift`, has stayed above
+``drift_threshold`` for ``drift_sustain_seconds`` and ``drift_min_labelled`` new feedback
+rows are in). *New* rows are those numbered above the ledger's baseline
+(``model_repo.ledger``: the newest data snapshot of any job, whoever launched it), so rows
+a command-line job trained on are not new to the gateway, after a restart too.
+
+One job per model at a time, and none while the repository holds a candidate nobody has
+decided on (in shadow or canary): the next job must start from a decided version. A job's
+end is recorded only after its version is registered (the canary exists first), so the
+trigger never sees the gap between them; a stopping server starts no job.
 
 Only the elected leader (``gateway.loop.leadership``) starts, follows and cancels jobs, so
 a trigger fires once however many workers and replicas received the feedback: it counts
@@ -32,7 +38,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...core.errors import Conflict, JobNotFound, ModelNotReady
+from model_repo.canary_state import read_plan
+from model_repo.ledger import model_baseline, record_attempt
+
+from ...core.errors import Conflict, JobNotFound, ModelNotReady, ServerNotReady
 from ...core.registry import Registry
 from ..canary import CanaryState
 from ..leader_requests import RequestBox
@@ -59,12 +68,13 @@ class JobManager:
         self.poll_seconds = poll_seconds
         self.request_timeout = request_timeout
         self.records: dict[str, JobRecord] = {}  # model -> its record as last read or written
-        self.new_samples: dict[str, int] = {}  # model -> feedback rows since the last job (leader)
+        self.new_samples: dict[str, int] = {}  # model -> feedback rows after the ledger's baseline
         self.finished: dict[tuple[str, str], int] = {}  # (model, state) -> count, ended under this leader
         self._follows: dict[str, asyncio.Task] = {}  # model -> the task following its job
         self._starting: set[str] = set()
-        # Rows in a model's feedback store (the feedback service's scan, set by the wiring).
-        self.stored_rows: Callable[[str], Awaitable[int]] = _no_rows
+        # (rows of a model's store after a number, its last number): the feedback service's scan.
+        self.rows_after: Callable[[str, int], Awaitable[tuple[int, int]]] = _no_rows
+        self.closing = False
         self._since: dict[str, float] = {}  # model -> when the schedule trigger last started a job
         self._nudge = asyncio.Event()
         self._duty: asyncio.Task | None = None
@@ -83,6 +93,8 @@ class JobManager:
         return await self._start(model, reason)
 
     async def _start(self, model: str, reason: str) -> dict[str, Any]:
+        if self.closing:
+            raise ServerNotReady("the server is shutting down: no fine-tune job starts")
         if model in self._starting or model in self._follows:
             raise Conflict(f"model {model!r} already has fine-tune job {self.running.get(model, '')} running")
         record = await self._read(model)
@@ -97,7 +109,14 @@ class JobManager:
                            "promote or roll it back first")
         if not registered.serving:
             raise ModelNotReady(f"model {model!r} has no version serving to fine-tune")
-        stable = self.registry.route(model, split=False).version
+        # The repository, not this process's memory: a candidate another actor published (the
+        # command line) may not be registered here yet.
+        repo, canaries = self.registry.repo, self.settings_for(model).canary
+        plan = await asyncio.to_thread(lambda: read_plan(repo, model, repo.read_config(model), canaries))
+        if plan.canary is not None:
+            raise Conflict(f"model {model!r} has version {plan.canary} waiting for its canary decision; "
+                           "promote or roll it back first")
+        stable = plan.stable[-1] if plan.stable else self.registry.route(model, split=False).version
         settings = self.settings_for(model)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         spec = JobSpec(job_id=f"{model}-{stamp}-{uuid.uuid4().hex[:6]}", model=model,
@@ -105,12 +124,11 @@ class JobManager:
                        np=settings.np, options=tuple(settings.options))
         self._starting.add(model)
         try:
-            rows = await self.stored_rows(model)
+            _, through = await self.rows_after(model, 0)
             # Recorded before it is launched: a leader dying in between leaves a record a new
             # leader can check, never a job nobody knows of.
             record.running = {"job_id": spec.job_id, "base_version": stable, "trigger": reason,
-                              "started_at": _now()}
-            record.feedback_rows = rows
+                              "started_at": _now(), "feedback_through": through}
             await self._write(model, record)
             try:
                 status = await self.launcher.start(spec)
@@ -176,8 +194,6 @@ class JobManager:
         finally:
             self._follows.pop(model, None)
         await self._record_end(model, status.to_dict())
-        if status.state == JobState.SUCCEEDED:
-            await self.registry.reconcile(model)  # do not wait for the repository poll: the canary starts now
 
     async def _record_end(self, model: str, status: dict[str, Any]) -> None:
         """Record a job's end once, by whichever sees it first: the follower task, or a
@@ -185,6 +201,16 @@ class JobManager:
         record = await self._read(model)
         if record.running_id != status["job_id"]:
             return
+        if status["state"] == JobState.SUCCEEDED.value:
+            # Its version becomes the candidate before the job stops counting as running: the
+            # trigger never sees a moment with neither (the repository poll would come later).
+            await self.registry.reconcile(model)
+        elif status["state"] in (JobState.FAILED.value, JobState.CANCELLED.value):
+            # The rows it had are not new again (a job that publishes nothing records its own).
+            await asyncio.to_thread(record_attempt, self.registry.repo.model_dir(model),
+                                    through=record.running.get("feedback_through"), outcome=status["state"],
+                                    base_version=record.running.get("base_version"), job=status["job_id"],
+                                    message=str(status.get("message", "")))
         record.running, record.last = None, status
         await self._write(model, record)
         key = (model, status["state"])
@@ -216,11 +242,14 @@ class JobManager:
             except TimeoutError:
                 pass
             self._nudge.clear()
+            if self.closing:
+                return
             try:
                 for model in [r.name for r in self.registry.records()]:
-                    record = await self._read(model)
+                    await self._read(model)
                     if self.settings_for(model).trigger != "manual":
-                        self.new_samples[model] = max(0, await self.stored_rows(model) - record.feedback_rows)
+                        baseline = await asyncio.to_thread(model_baseline, self.registry.repo, model)
+                        self.new_samples[model], _ = await self.rows_after(model, baseline)
                 if self.is_leader():
                     await self._answer_requests()
                     for model in list(self.records):
@@ -271,6 +300,8 @@ class JobManager:
     async def _start_quietly(self, model: str, reason: str) -> None:
         try:
             await self._start(model, reason)
+        except ServerNotReady:
+            return  # stopping: no job, and nothing to retry
         except Exception as exc:  # a trigger has no client to answer; the log is the report
             log.error("model %s: could not start a fine-tune job (%s): %s", model, reason,
                       getattr(exc, "message", exc))
@@ -299,6 +330,7 @@ class JobManager:
         return out
 
     async def close(self) -> None:
+        self.closing = True
         if self._duty is not None:
             self._duty.cancel()
         await self.deposed()
@@ -309,6 +341,6 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _no_rows(model: str) -> int:
-    return 0
+async def _no_rows(model: str, after: int) -> tuple[int, int]:
+    return 0, 0
 

@@ -1,12 +1,13 @@
-"""Each model's fine-tune record on the repository: the job running, the feedback it saw.
+"""Each model's fine-tune record on the repository: the job the gateway's leader is running.
 
 ``<repo>/<model>/.loop/jobs.json``, written atomically by the loop's leader only. It is
 what makes "one job per model" hold across workers, replicas and leaders: a new leader
 reads it, asks the launcher about the job it names (by its Kubernetes Job name or its local
-process record) and follows that job instead of starting a second one; and it is where
-the ``samples`` trigger counts from (feedback rows in the store when the last job started).
-An unreadable record is reported and read as empty: the store and launcher still hold the
-truth about data and jobs.
+process record) and follows that job instead of starting a second one. What a job trained
+on is not here but in the ledger (``model_repo.ledger``: its version's manifest, or the
+attempts of jobs that published nothing), which every actor writes, whoever launched the
+job. An unreadable record is reported and read as empty: the store and launcher still hold
+the truth about data and jobs.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ RECORD_FILE = "jobs.json"
 
 @dataclass
 class JobRecord:
-    running: dict[str, Any] | None = None  # {"job_id", "base_version", "trigger", "started_at"}
-    feedback_rows: int = 0  # rows in the feedback store when the running or last job started
+    # {"job_id", "base_version", "trigger", "started_at", "feedback_through"}: the last is the
+    # store's last number at the start, recorded in the ledger if the job fails
+    running: dict[str, Any] | None = None
     last: dict[str, Any] | None = None  # the last finished job's status
 
     @property
@@ -46,8 +48,7 @@ def read_record(repo_root: Path, model: str) -> JobRecord:
     path = record_path(repo_root, model)
     try:
         data = json.loads(path.read_bytes())
-        return JobRecord(running=data.get("running"), feedback_rows=int(data.get("feedback_rows", 0)),
-                         last=data.get("last"))
+        return JobRecord(running=data.get("running"), last=data.get("last"))
     except FileNotFoundError:
         return JobRecord()
     except (OSError, ValueError, TypeError, AttributeError) as exc:
