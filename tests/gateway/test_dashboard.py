@@ -176,3 +176,44 @@ def test_actions_are_refused_without_the_key_and_work_with_it(server, browser, t
     assert manifest.status == "rejected", json.dumps(manifest.to_dict())
     _screenshot(browser, tmp_path, "dashboard-after-rollback.png")
     assert _severe(browser) == []
+
+
+def test_cells_are_compact_and_say_their_verdict_once(server, browser):
+    """The versions table's verdict cells: one word, a short detail, the report on hover."""
+    browser.get(f"http://{server.url}/dashboard")
+    _wait_polls(browser)
+    rows = browser.execute_script("""
+        return [...document.querySelectorAll('#versions td.verdict')].map((td) => ({
+            text: td.textContent, word: td.firstChild.textContent, title: td.title,
+            height: td.getBoundingClientRect().height}));""")
+    assert rows
+    line = browser.execute_script("return parseFloat(getComputedStyle(document.querySelector('#versions td')).lineHeight) || 20")
+    for cell in rows:
+        assert cell["height"] < 2.5 * line, cell  # one line, never a wrapped paragraph
+        if cell["word"] not in ("–", "see details"):  # "passed: gate passed: ..." said it three times
+            assert cell["text"].lower().count(cell["word"].lower()) == 1, cell
+            assert cell["title"], cell  # the whole report on hover
+    assert _severe(browser) == []
+
+
+def test_the_job_log_shows_the_trainers_own_lines(server, browser):
+    lines = ["[0]<stderr>:I0000 00:00:1796633849.504736    8381 port.cc:153] oneDNN custom operations are on.",
+             "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+             "[0]<stdout>:epoch 1/3 loss 0.31",
+             "I0000 00:00:1796633773.417065    7022 cpu_feature_guard.cc:227] This TensorFlow binary is optimized",
+             "To enable the following instructions: AVX2 AVX512F, in other operations, rebuild TensorFlow",
+             "digits: version 2 published (parent 1)"]
+    shown = browser.execute_script("return trainerLines(arguments[0])", lines)
+    assert shown == ["[0]<stdout>:epoch 1/3 loss 0.31", "digits: version 2 published (parent 1)",
+                     "(4 lines of TensorFlow start-up output hidden)"]
+
+
+def test_a_chart_with_no_traffic_spans_zero_to_one(server, browser):
+    """Throughput with no requests is a flat 0: its axis reads 0 to 1, never -1 to 1."""
+    labels = browser.execute_script("""
+        const canvas = document.createElement('canvas'); canvas.width = 300; canvas.height = 120;
+        const ctx = canvas.getContext('2d'), said = [], fill = ctx.fillText.bind(ctx);
+        ctx.fillText = (text, x, y) => { said.push(String(text)); fill(text, x, y); };
+        drawLines(canvas, [{name: 'v1', points: [[0, 0], [1, 0], [2, 0]]}], {title: 't', xLabel: 'time (s)'});
+        return said;""")
+    assert "1.00" in labels and "0.00" in labels and not any(label.startswith("-") for label in labels), labels

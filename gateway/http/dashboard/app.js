@@ -111,10 +111,26 @@ function verdictCell(verdict, detail, report) {
   return td;
 }
 
+// Shadow evaluation reports each source on its own ({status, examples|requests, needed, ...}):
+// one short figure per source reads better in a cell than the sentence the reason makes.
+const SOURCES = ["replay", "held_back", "golden"];
+
+function sourcesDetail(report) {
+  const parts = SOURCES.filter((name) => report[name] && typeof report[name] === "object").map((name) => {
+    const r = report[name], have = r.requests ?? r.examples;
+    if (r.status === "insufficient") { return `${name} ${fmt(have)}/${fmt(r.needed)}`; }
+    if (typeof r.accuracy === "number") { return `${name} ${(r.accuracy * 100).toFixed(1)}%${r.status === "failed" ? " ✗" : ""}`; }
+    if (typeof r.disagreement === "number") { return `${name} ${(r.disagreement * 100).toFixed(1)}% differ`; }
+    return `${name} ${r.status ?? ""}`.trim();
+  });
+  return parts.join(" · ");
+}
+
 function decisionCell(report) {
   if (!report || typeof report !== "object") { return verdictCell(null, "", null); }
   const verdict = report.state ?? report.status ?? (report.passed === undefined ? "" : report.passed ? "passed" : "failed");
-  return verdictCell(String(verdict).replace("_", " "), report.reason || "", report);
+  const detail = sourcesDetail(report) || (report.reason || "").replace(/\s*\((?:passed|failed|insufficient)\)/gi, "");
+  return verdictCell(String(verdict).replace("_", " "), detail, report);
 }
 
 function gateCell(metrics) {
