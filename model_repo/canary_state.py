@@ -109,7 +109,7 @@ def base_version(repo: Repository, model: str, version: int | None = None) -> in
     if version is None:
         return stable
     if version not in plan.manifests:
-        raise VersionNotFound(f"model {model!r} has no version {version}; its stable version is {stable}")
+        raise VersionNotFound(f"version {version} of model {model!r} does not exist; its stable version is {stable}")
     if version in plan.rejected:
         raise VersionNotFound(f"version {version} of model {model!r} was rejected (rolled back); its stable "
                               f"version is {stable}: fine-tune that (leave out --version)")

@@ -93,7 +93,7 @@ class JobManager:
         return await self._start(model, reason)
 
     async def _start(self, model: str, reason: str) -> dict[str, Any]:
-        if self.closing:
+        if self.closing or self.registry.shutting_down:
             raise ServerNotReady("the server is shutting down: no fine-tune job starts")
         if model in self._starting or model in self._follows:
             raise Conflict(f"model {model!r} already has fine-tune job {self.running.get(model, '')} running")
@@ -242,7 +242,7 @@ class JobManager:
             except TimeoutError:
                 pass
             self._nudge.clear()
-            if self.closing:
+            if self.closing or self.registry.shutting_down:
                 return
             try:
                 for model in [r.name for r in self.registry.records()]:
