@@ -1,7 +1,7 @@
 """``/dashboard``: a read-only page over the gateway's JSON APIs, and the one JSON route it
 needs that the protocol has no room for (every model's versions with their lineage).
 
-The page (``dashboard/``: HTML, one script, one style sheet, no build step, nothing from the
+The page (``dashboard/``: HTML, three scripts, one style sheet, no build step, nothing from the
 internet) polls the public routes; it calls the protected ones (canary control, fine-tune
 jobs, the loop's leader) only with the API key the user types into it, which it sends in the
 configured header. It never gets more rights than a ``curl`` with the same key.
@@ -41,7 +41,7 @@ async def page(request: web.Request) -> web.FileResponse:
 
 async def asset(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
-    if name not in {"app.js", "charts.js", "style.css"}:  # an allow-list: no path ever reaches the disk
+    if name not in {"app.js", "cells.js", "charts.js", "style.css"}:  # an allow-list: no path ever reaches the disk
         raise web.HTTPNotFound(text=f"no dashboard file {name[:64]!r}")
     return web.FileResponse(STATIC / name, headers=SECURITY_HEADERS)
 

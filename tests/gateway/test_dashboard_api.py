@@ -68,7 +68,7 @@ def test_page_and_its_files_are_served_alone_with_a_strict_policy(server):
     html = page.decode()
     assert "<script>" not in html and "style=" not in html  # nothing inline: the policy would refuse it
     referenced = re.findall(r'(?:src|href)="/dashboard/static/([^"]+)"', html)
-    assert sorted(referenced) == ["app.js", "charts.js", "style.css"]
+    assert sorted(referenced) == ["app.js", "cells.js", "charts.js", "style.css"]
     assert not re.search(r'(?:src|href)="(?:https?:)?//', html)  # no CDN
     for name in referenced:
         status, headers, body = server.request("GET", f"/dashboard/static/{name}")
