@@ -33,6 +33,10 @@ log = logging.getLogger("tunegate.gateway")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The flags are a few of the settings; the help says where the rest are, as a user asks it.
+    parser.epilog = ("Every other setting (the runtime, the loop's triggers and canaries, the leader, tracing) "
+                     "comes from --config FILE or TUNEGATE_* variables, e.g. TUNEGATE_LOOP__TRIGGER=samples: "
+                     "see docs/reference/settings.md.")
     parser.add_argument("--repo", help="model repository to serve (env TUNEGATE_REPO)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 8000; 0 picks a free one)")
