@@ -10,6 +10,7 @@ from .errors import (
     InvalidModelError,
     ParityError,
     SourceError,
+    UnsupportedLayerError,
     UnsupportedOpError,
 )
 from .pipeline import Options
@@ -17,5 +18,5 @@ from .publish import publish_file, publish_keras_model
 
 __all__ = [
     "ConversionError", "CustomObjectError", "InvalidModelError", "Options", "ParityError",
-    "SourceError", "UnsupportedOpError", "publish_file", "publish_keras_model",
+    "SourceError", "UnsupportedLayerError", "UnsupportedOpError", "publish_file", "publish_keras_model",
 ]

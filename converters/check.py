@@ -7,9 +7,10 @@ from pathlib import Path
 
 from .errors import InvalidModelError, UnsupportedOpError, first_line
 
-# Domains onnxruntime implements; anything else (e.g. tf2onnx's "ai.onnx.converters.tensorflow")
-# is a TensorFlow op tf2onnx could not convert.
-_KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+# Domains onnxruntime implements (ai.onnx.contrib: with onnxruntime-extensions registered,
+# which open_session then proves); anything else (e.g. tf2onnx's
+# "ai.onnx.converters.tensorflow") is a TensorFlow op tf2onnx could not convert.
+_KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.contrib"}
 
 
 def unconverted_ops(model) -> Counter:
@@ -57,12 +58,14 @@ def check_model_file(path: Path) -> None:
         raise InvalidModelError(f"{path.name}: fails onnx.checker: {first_line(exc)}") from None
 
 
-def open_session(path: Path):
-    """An onnxruntime CPU session: proof that the file loads where it will be served."""
+def open_session(path: Path, extensions: bool = False):
+    """An onnxruntime CPU session: proof that the file loads where it will be served
+    (``extensions``: with onnxruntime-extensions' custom ops, as the gateway will)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from .custom_ops import session_options
+
+    options = session_options(extensions)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own pybind exception types

@@ -1,8 +1,10 @@
 """``tunegate convert SRC --repo DIR --name NAME``: convert, check parity, publish.
 
 Exit status: 0 published; 2 bad arguments or source file (checked before TensorFlow
-starts); 3 unknown custom object; 4 an op the converter cannot handle; 5 invalid ONNX;
-6 parity failure; 1 other failure. Nothing is published on any failure.
+starts); 3 unknown custom object; 4 an op the converter cannot handle (or a preprocessing
+layer it refuses, named, with what to do); 5 invalid ONNX; 6 parity failure; 1 other
+failure. Nothing is published on any failure. A failure is one line on stderr naming the
+stage first (load, trace, convert, parity, publish), then the cause.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .errors import SourceError
+from .errors import SourceError, as_conversion_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", help="GraphDef input nodes, comma-separated (default: its Placeholders)")
     parser.add_argument("--outputs", help="GraphDef output nodes, comma-separated (default: inferred if unambiguous)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default 17; 13..18)")
-    parser.add_argument("--sample", help=".npz with one array per input name, used for the parity check")
+    parser.add_argument("--sample", "--parity-data", dest="sample", metavar="FILE",
+                        help="parity inputs instead of generated ones: an .npz with one array per input name, "
+                             "or for a model with one text input a .txt with one text per line")
     parser.add_argument("--reference-data", metavar="FILE.npz",
                         help="training or typical inputs (an array per input name, rows first): their summary "
                              "goes into the manifest as input_summary, the gateway's drift reference")
@@ -85,9 +89,12 @@ def run(args: argparse.Namespace) -> int:
     from .publish import publish_file
     from .sources.keras import load_custom_objects
 
-    manifest = publish_file(args.src, repo, args.name, format=args.format, signature=args.signature,
-                            inputs=_names(args.inputs), outputs=_names(args.outputs), safe_mode=not args.unsafe,
-                            custom_objects=load_custom_objects(args.custom_objects), options=options)
+    try:
+        manifest = publish_file(args.src, repo, args.name, format=args.format, signature=args.signature,
+                                inputs=_names(args.inputs), outputs=_names(args.outputs), safe_mode=not args.unsafe,
+                                custom_objects=load_custom_objects(args.custom_objects), options=options)
+    except Exception as exc:
+        raise as_conversion_error(exc) from exc
     path = repo.version_dir(args.name, manifest.version)
     if args.json:
         print(json.dumps({"model": manifest.model, "version": manifest.version, "path": str(path),
@@ -131,8 +138,9 @@ def check_arguments(args: argparse.Namespace, options) -> None:
         sample = Path(args.sample)
         if not sample.is_file():
             raise SourceError(f"--sample {sample}: no such file")
-        if not zipfile.is_zipfile(sample):
-            raise SourceError(f"--sample {sample}: not an .npz file (expected np.savez(path, INPUT=array, ...))")
+        if sample.suffix != ".txt" and not zipfile.is_zipfile(sample):
+            raise SourceError(f"--sample {sample}: not an .npz file (expected np.savez(path, INPUT=array, ...)) "
+                              "nor a .txt file of texts")
 
 
 def open_repository(root: Path) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import parity_text
 from .errors import ParityError, SourceError
 from .sources.base import InputSpec
 
@@ -22,7 +23,11 @@ def generate_inputs(specs: list[InputSpec], batch: int, seed: int = SEED) -> dic
     feeds = {}
     for spec in specs:
         shape = (batch,) + tuple(VARIABLE_DIM if d is None else d for d in spec.shape[1:])
-        if spec.dtype.kind in "iu":
+        if spec.dtype.kind == "O":
+            feeds[spec.name] = parity_text.generate_strings(spec.vocabulary, shape, rng)
+        elif spec.dtype.kind in "iu" and spec.vocabulary and spec.high is None:
+            feeds[spec.name] = parity_text.generate_integers(spec.vocabulary, shape, spec.dtype, rng)
+        elif spec.dtype.kind in "iu":
             feeds[spec.name] = rng.integers(0, spec.high or DEFAULT_INT_HIGH, size=shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":
             feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
@@ -35,7 +40,10 @@ def generate_inputs(specs: list[InputSpec], batch: int, seed: int = SEED) -> dic
 
 
 def load_sample(path: str | Path, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
-    """A user's ``.npz`` with one array per input name (batch first); checked at batch 1 and in full."""
+    """A user's ``.npz`` with one array per input name (batch first), or for a model with one
+    text input a ``.txt`` with one text per line; checked at batch 1 and in full."""
+    if str(path).endswith(".txt"):
+        return sample_batches(parity_text.read_lines(path, specs), specs, str(path))
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -57,7 +65,10 @@ def sample_batches(arrays: dict[str, np.ndarray], specs: list[InputSpec], where:
         array = np.asarray(arrays[spec.name])
         if array.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape[1:], array.shape[1:])):
             raise SourceError(f"{where}: {spec.name!r} has shape {array.shape}, expected {spec.shape}")
-        feeds[spec.name] = array.astype(spec.dtype, copy=False)
+        if spec.dtype.kind == "O":
+            feeds[spec.name] = parity_text.as_text(array, f"{where}: {spec.name!r}")
+        else:
+            feeds[spec.name] = array.astype(spec.dtype, copy=False)
     sizes = {a.shape[0] for a in feeds.values()}
     if len(sizes) != 1:
         raise SourceError(f"{where}: inputs have different batch sizes {sorted(sizes)}")
@@ -67,11 +78,16 @@ def sample_batches(arrays: dict[str, np.ndarray], specs: list[InputSpec], where:
 
 def compare(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], atol: float, rtol: float) -> dict:
     """Per output: max |Δ|, max |Δ|/|ref| (over elements with |ref| > atol, where a relative
-    error means something), whether every element is within atol + rtol·|ref|, and whether
-    the reference answers vary across the batch at all (agreement on constant answers
+    error means something), whether every element is within atol + rtol·|ref| (exactly equal
+    for integer, boolean and text outputs: token ids and lookups have no tolerance), and
+    whether the reference answers vary across the batch at all (agreement on constant answers
     proves little, e.g. a random deep network whose activations vanished)."""
     report = {}
     for name, ref in reference.items():
+        exact = np.asarray(ref).dtype.kind in "biuOSU"
+        if np.asarray(ref).dtype.kind in "OSU":
+            report[name] = _compare_text(np.asarray(ref), np.asarray(actual[name]))
+            continue
         ref = np.asarray(ref, dtype=np.float64)
         got = np.asarray(actual[name], dtype=np.float64)
         if ref.shape != got.shape:
@@ -85,10 +101,21 @@ def compare(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], ato
         report[name] = {
             "max_abs": float(diff.max(initial=0.0)),
             "max_rel": float(rel.max(initial=0.0)),
-            "passed": finite and bool(np.all(diff <= atol + rtol * np.abs(ref))),
+            "passed": finite and bool(np.all(diff == 0 if exact else diff <= atol + rtol * np.abs(ref))),
             "varies": bool(ref.shape[0] > 1 and np.ptp(ref, axis=0).max(initial=0.0) > 0),
         }
     return report
+
+
+def _compare_text(ref: np.ndarray, got: np.ndarray) -> dict:
+    if ref.shape != got.shape:
+        return {"max_abs": float("inf"), "max_rel": float("inf"), "passed": False, "varies": False,
+                "why": f"shape {got.shape}, expected {ref.shape}"}
+    equal = parity_text.strings_equal(ref, got)
+    differing = int(equal.size - equal.sum())
+    return {"max_abs": 0.0 if not differing else float("inf"), "max_rel": 0.0 if not differing else float("inf"),
+            "passed": not differing, "varies": bool(len(set(map(repr, ref.reshape(-1)))) > 1),
+            "differing": differing}
 
 
 def top1_agreement(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], margin: float) -> dict:

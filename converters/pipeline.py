@@ -5,6 +5,7 @@ leaves no version behind."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,8 @@ import numpy as np
 
 from model_repo import MANIFEST_FILE, MODEL_FILE, SOURCE_DIR, Manifest, Repository
 
-from . import check, onnx_files, parity, triton, variants
-from .errors import SourceError
+from . import check, custom_ops, onnx_files, parity, triton, variants
+from .errors import SourceError, stage
 from .labels import attach_labels
 from .progress import Progress
 from .sources.base import Source
@@ -61,55 +62,90 @@ def parity_batches(source: Source, sample) -> tuple[list[dict[str, np.ndarray]],
 
 def convert_and_publish(source: Source, repo: Repository, name: str, options: Options) -> Manifest:
     opset = _validate(options)
-    steps = 6 + options.fp16 + options.optimize
+    steps = 7 + options.fp16 + options.optimize
     progress = Progress(steps, enabled=options.progress, desc=f"convert {name}")
+
+    @contextlib.contextmanager
+    def step(label: str, where: str):
+        with stage(where), progress.step(label):
+            yield
+
     try:
-        with progress.step("reference"):
+        with step("reference", "parity"):
             batches, inputs_from = parity_batches(source, options.sample)
             references = [source.run(feeds) for feeds in batches]
-        with progress.step("tf2onnx"):
+        with step("trace", "trace"):
             graph_def, tf_inputs, tf_outputs, renames, tables = source.graph()
+        with step("tf2onnx", "convert"):
             # tf2onnx's own large_model mode calls np.product, gone in numpy 2; the ModelProto
             # is built in memory either way and onnx_files moves big tensors out when saving.
             model, _ = convert_graph(graph_def, tf_inputs, tf_outputs, renames, tables, opset=opset, name=name)
             check.check_ops(model)
-        repo.model_dir(name)  # validates the name before any work lands on disk
-        with repo.staging(name) as staged:
-            with progress.step("check"):
-                path = staged / MODEL_FILE
-                external = onnx_files.save_model(model, path)
-                check.check_model_file(path)
-                session = check.open_session(path)
-            with progress.step("parity"):
-                report = parity.check_parity(source.run, session, batches, atol=options.atol, rtol=options.rtol,
-                                             reference_outputs=references)
-                report["inputs"] = inputs_from
-            files = {"model": MODEL_FILE}
-            if options.fp16:
-                with progress.step("fp16"):
-                    report["fp16"] = _fp16_variant(source, model, staged, batches, references)
-                    files["fp16"] = variants.FP16_FILE
-            if options.optimize:
-                with progress.step("optimize"):
-                    report["optimized"] = _optimized_variant(source, staged, batches, references, options)
-                    files["optimized"] = variants.OPTIMIZED_FILE
-            with progress.step("source"):
-                source_entry = source.save(staged / SOURCE_DIR)
-                _copy_extra_files(staged, options.extra_files)
-            with progress.step("publish"):
-                config = triton.config_for(model, name, options.max_batch_size)
-                if options.class_names:
-                    attach_labels(config, repo.model_dir(name), options.class_names)
-                fields = dict(options.manifest_fields)
-                extra = {"opset": opset, "files_by_role": files, "external_data": external,
-                         "converter": {"timings_s": progress.timings, "origin": source.origin,
-                                       "params": source.params}}
-                for key, value in extra.items():
-                    fields.setdefault(key, value)
-                return repo.publish(name, staged, config=config, parent_version=options.parent_version,
-                                    source=source_entry, parity=report, **fields)
+            extensions = custom_ops.needs_extensions(model)
+        work = _Work(source, name, options, opset, progress, model, extensions, batches, inputs_from, references)
+        with stage("publish"):
+            repo.model_dir(name)  # validates the name before any work lands on disk
+            with repo.staging(name) as staged:
+                return _stage_version(work, repo, staged, step)
     finally:
         progress.close()
+
+
+@dataclass
+class _Work:
+    """What the steps before staging produced, for the steps that fill the staged version."""
+
+    source: Source
+    name: str
+    options: Options
+    opset: int
+    progress: Progress
+    model: Any  # the ONNX ModelProto
+    extensions: bool  # it needs onnxruntime-extensions' custom ops
+    batches: list[dict[str, np.ndarray]]
+    inputs_from: str
+    references: list[dict[str, np.ndarray]]
+
+
+def _stage_version(work: _Work, repo: Repository, staged: Path, step) -> Manifest:
+    source, name, options, model, extensions = work.source, work.name, work.options, work.model, work.extensions
+    batches, references = work.batches, work.references
+    with step("check", "convert"):
+        path = staged / MODEL_FILE
+        external = onnx_files.save_model(model, path)
+        check.check_model_file(path)
+        session = check.open_session(path, extensions)
+    with step("parity", "parity"):
+        report = parity.check_parity(source.run, session, batches, atol=options.atol, rtol=options.rtol,
+                                     reference_outputs=references)
+        report["inputs"] = work.inputs_from
+    files = {"model": MODEL_FILE}
+    if options.fp16:
+        with step("fp16", "convert"):
+            report["fp16"] = _fp16_variant(source, model, staged, batches, references, extensions)
+            files["fp16"] = variants.FP16_FILE
+    if options.optimize:
+        with step("optimize", "convert"):
+            report["optimized"] = _optimized_variant(source, staged, batches, references, options, extensions)
+            files["optimized"] = variants.OPTIMIZED_FILE
+    with step("source", "publish"):
+        source_entry = source.save(staged / SOURCE_DIR)
+        _copy_extra_files(staged, options.extra_files)
+    with step("publish", "publish"):
+        config = triton.config_for(model, name, options.max_batch_size)
+        custom_ops.mark_config(config, extensions)
+        if options.class_names:
+            attach_labels(config, repo.model_dir(name), options.class_names)
+        fields = dict(options.manifest_fields)
+        extra = {"opset": work.opset, "files_by_role": files, "external_data": external,
+                 "converter": {"timings_s": work.progress.timings, "origin": source.origin,
+                               "params": source.params}}
+        if extensions:
+            extra["custom_ops"] = [custom_ops.EXTENSIONS]
+        for key, value in extra.items():
+            fields.setdefault(key, value)
+        return repo.publish(name, staged, config=config, parent_version=options.parent_version,
+                            source=source_entry, parity=report, **fields)
 
 
 def _copy_extra_files(staged: Path, extra_files: dict[str, Path]) -> None:
@@ -126,18 +162,19 @@ def _copy_extra_files(staged: Path, extra_files: dict[str, Path]) -> None:
         shutil.copyfile(src, target)
 
 
-def _fp16_variant(source: Source, model, staged: Path, batches, references) -> dict:
+def _fp16_variant(source: Source, model, staged: Path, batches, references, extensions: bool) -> dict:
     path = staged / variants.FP16_FILE
     onnx_files.save_model(variants.to_fp16(model), path)
     check.check_model_file(path)
-    session = check.open_session(path)
+    session = check.open_session(path, extensions)
     return parity.check_parity(source.run, session, batches, atol=variants.FP16_ATOL, rtol=variants.FP16_RTOL,
                                label=variants.FP16_FILE, require_top1=True, reference_outputs=references)
 
 
-def _optimized_variant(source: Source, staged: Path, batches, references, options: Options) -> dict:
+def _optimized_variant(source: Source, staged: Path, batches, references, options: Options,
+                       extensions: bool) -> dict:
     path = staged / variants.OPTIMIZED_FILE
-    variants.optimize(staged / MODEL_FILE, path)
-    session = check.open_session(path)
+    variants.optimize(staged / MODEL_FILE, path, extensions)
+    session = check.open_session(path, extensions)
     return parity.check_parity(source.run, session, batches, atol=options.atol, rtol=options.rtol,
                                label=variants.OPTIMIZED_FILE, reference_outputs=references)

@@ -9,6 +9,7 @@ import numpy as np
 
 from model_repo import Manifest, Repository
 
+from .errors import stage
 from .pipeline import Options, convert_and_publish
 
 
@@ -24,13 +25,15 @@ def publish_keras_model(model, repo: Repository, name: str, *, parent_version: i
     holds the parity report; ``extra_files`` (relative path in the version -> local file) are
     copied in beside them; ``class_names`` become the scoring output's label file. Raises a :class:`~converters.errors.ConversionError` (ParityError
     when the ONNX answers differ beyond ``atol``/``rtol``) and publishes nothing on failure."""
-    from .sources.keras import keras_source
-
     options = Options(opset=opset, atol=atol, rtol=rtol, sample=sample, max_batch_size=max_batch_size,
                       parent_version=parent_version, manifest_fields=dict(manifest_fields or {}),
                       extra_files={rel: Path(src) for rel, src in (extra_files or {}).items()},
                       class_names=class_names)
-    return convert_and_publish(keras_source(model), repo, name, options)
+    with stage("load"):
+        from .sources.keras import keras_source
+
+        source = keras_source(model)
+    return convert_and_publish(source, repo, name, options)
 
 
 def publish_file(path: str | Path, repo: Repository, name: str, *, format: str | None = None,
@@ -38,8 +41,9 @@ def publish_file(path: str | Path, repo: Repository, name: str, *, format: str |
                  safe_mode: bool = True, custom_objects: dict[str, Any] | None = None,
                  options: Options | None = None) -> Manifest:
     """Convert a model file or SavedModel directory and publish it (``tunegate convert``)."""
-    from .sources import load_source
+    with stage("load"):
+        from .sources import load_source
 
-    source = load_source(path, format=format, signature=signature, inputs=inputs, outputs=outputs,
-                         safe_mode=safe_mode, custom_objects=custom_objects)
+        source = load_source(path, format=format, signature=signature, inputs=inputs, outputs=outputs,
+                             safe_mode=safe_mode, custom_objects=custom_objects)
     return convert_and_publish(source, repo, name, options or Options())

@@ -35,7 +35,11 @@ def convert_graph(graph_def, inputs: list[str], outputs: list[str], renames: dic
                   tables: dict, *, opset: int, name: str = "tunegate"):
     """Returns (ModelProto, tf2onnx external tensor storage: None without large_model)."""
     import tensorflow as tf
+    from tf2onnx import constants, utils
     from tf2onnx.convert import _convert_common
+
+    from .custom_ops import tidy
+    from .string_ops import handlers
 
     # tf2onnx logs every unmapped op at ERROR; check.py names them in one clear message instead.
     logger = logging.getLogger("tf2onnx")
@@ -45,8 +49,13 @@ def convert_graph(graph_def, inputs: list[str], outputs: list[str], renames: dic
         with tf.device("/cpu:0"):
             model, storage = _convert_common(
                 graph_def, name=name, continue_on_error=True, opset=opset,
-                custom_op_handlers=dict(CUSTOM_OP_HANDLERS), input_names=inputs, output_names=outputs,
-                tensors_to_rename=renames, initialized_tables=tables)
+                custom_op_handlers={**CUSTOM_OP_HANDLERS, **handlers(tables)}, input_names=inputs, output_names=outputs,
+                tensors_to_rename=renames, initialized_tables=tables,
+                # tf2onnx's string handlers (split, regex replace, string equality, hashing)
+                # emit onnxruntime-extensions ops only when the contrib opset is asked for;
+                # tidy() drops it again from models that use none.
+                extra_opset=[utils.make_opsetid(constants.CONTRIB_OPS_DOMAIN, 1)])
     finally:
         logger.setLevel(level)
+    tidy(model)
     return model, storage

@@ -20,13 +20,14 @@ def to_fp16(model):
     return float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
 
 
-def optimize(source: Path, target: Path) -> None:
+def optimize(source: Path, target: Path, extensions: bool = False) -> None:
     """onnxruntime's offline optimisation at EXTENDED level (fusions that stay portable across
     onnxruntime execution providers, unlike ALL's CPU-only layout changes)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    from .custom_ops import session_options
+
+    options = session_options(extensions)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)
-    options.log_severity_level = 3
     ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])

@@ -16,6 +16,10 @@ class InputSpec:
     dtype: np.dtype
     shape: tuple[int | None, ...]  # batch dimension first, None where variable
     high: int | None = None  # exclusive upper bound for integer inputs (token ids)
+    # Values the model knows for this input (a lookup layer's or TextVectorization's
+    # vocabulary): parity inputs mix them with out-of-vocabulary ones, so the lookups are
+    # exercised on both paths rather than on random values that are all unknown.
+    vocabulary: tuple = ()
 
 
 @dataclass

@@ -113,6 +113,22 @@ def _int_high(model) -> int | None:
     return min(sizes) if sizes else None
 
 
+def vocabularies(model) -> tuple[tuple, tuple]:
+    """(text values, integer values) the model's lookup layers know, for parity inputs."""
+    from ..preprocessing import lookup_vocabularies
+
+    return lookup_vocabularies(model)
+
+
+def input_dtype(tensor) -> np.dtype:
+    """numpy's dtype for a Keras input. Keras calls text "string", which numpy does not know;
+    numpy (and onnxruntime's binding, and TensorFlow's ``tf.constant``) hold text as objects."""
+    import keras
+
+    name = keras.backend.standardize_dtype(tensor.dtype)
+    return np.dtype(object) if name == "string" else np.dtype(name)
+
+
 def _input_name(tensor) -> str:
     """The InputLayer's name. Keras 3 names the tensor itself ``keras_tensor_N`` unless
     ``keras.Input(name=...)`` was given (keras.applications models, for one, do not)."""
@@ -125,14 +141,20 @@ def keras_source(model, origin: str = "<keras.Model>") -> Source:
     import keras
     import tensorflow as tf
 
+    from ..preprocessing import refuse_unsupported
+
     original = model
     model = as_functional(model)
+    refuse_unsupported(model)  # before any work: a refused layer costs no tracing
     high = _int_high(model)
+    words, numbers = vocabularies(model)
     inputs = []
     for tensor in model.inputs:
-        dtype = np.dtype(keras.backend.standardize_dtype(tensor.dtype))
+        dtype = input_dtype(tensor)
         shape = (None,) + tuple(tensor.shape[1:])
-        inputs.append(InputSpec(_input_name(tensor), dtype, shape, high if dtype.kind in "iu" else None))
+        vocabulary = words if dtype.kind == "O" else numbers if dtype.kind in "iu" else ()
+        inputs.append(InputSpec(_input_name(tensor), dtype, shape, high if dtype.kind in "iu" else None,
+                                vocabulary))
     output_names = _output_names(model)
     if len(set(output_names)) != len(output_names):
         raise SourceError(f"{origin}: output names are not unique ({output_names}); name the output layers")
@@ -147,7 +169,8 @@ def keras_source(model, origin: str = "<keras.Model>") -> Source:
         return {k: np.asarray(v) for k, v in result.items()}
 
     def graph():
-        signature = [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=spec.name) for spec in inputs]
+        signature = [tf.TensorSpec(spec.shape, tf.string if spec.dtype.kind == "O" else tf.as_dtype(spec.dtype),
+                                   name=spec.name) for spec in inputs]
         with tempfile.TemporaryDirectory(prefix="tunegate-export-") as tmp:
             with cpu_rnn_kernels(model):
                 archive = keras.export.ExportArchive()
