@@ -8,6 +8,7 @@ pydantic settings classes (autodoc-pydantic), so neither can drift from the code
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -61,3 +62,22 @@ autodoc_pydantic_settings_hide_paramlist = True
 autodoc_default_options = {"exclude-members": "loop_for, runtime_for, model_post_init"}
 autodoc_pydantic_model_summary_list_order = "bysource"
 autodoc_pydantic_settings_summary_list_order = "bysource"
+
+
+def _unlisted_pages(listed: str) -> list[str]:
+    """Markdown pages under docs/ that index.md's toctrees do not name (a page added with a
+    feature, e.g. a converter's notes), so they are in the site rather than a build error."""
+    here = Path(__file__).parent
+    pages = sorted(p.relative_to(here).with_suffix("").as_posix() for p in here.rglob("*.md")
+                   if "_build" not in p.parts and p.name != "index.md")
+    named = set(re.findall(r"^([\w./-]+)$", listed, re.M))
+    return [page for page in pages if page not in named]
+
+
+def _list_every_page(app, docname: str, source: list[str]) -> None:
+    if docname == root_doc and (extra := _unlisted_pages(source[0])):
+        source[0] += "\n```{toctree}\n:maxdepth: 1\n:caption: Notes\n\n" + "\n".join(extra) + "\n```\n"
+
+
+def setup(app):
+    app.connect("source-read", _list_every_page)
