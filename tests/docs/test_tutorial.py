@@ -57,6 +57,8 @@ def test_the_tour_runs_as_written(tmp_path):
     found = blocks(TOUR)
     assert [lang for lang, _ in found].count("python") >= 3 and len(found) >= 7, "the tour lost its blocks"
     http, grpc = free_port(), free_port()
+    while grpc == http:  # two asks of the kernel may name the same free port
+        grpc = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     server = None
