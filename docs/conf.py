@@ -33,7 +33,9 @@ smartquotes = False  # "--version" in a help text stays two hyphens, as it is ty
 html_theme = "alabaster"
 html_static_path = ["_static"]
 html_theme_options = {"description": "a model-serving gateway with online fine-tuning",
-                      "fixed_sidebar": True}
+                      "fixed_sidebar": True, "page_width": "1240px", "sidebar_width": "250px",
+                      "body_max_width": "none"}
+highlight_language = "none"  # an unlabelled block (a tree, a log line) is shown as written
 html_title = "tunegate"
 
 # Settings: every field with its type, default, bounds (from the Field constraints) and the
