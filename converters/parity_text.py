@@ -43,6 +43,7 @@ def _case(kind: int, rng: np.random.Generator, words: list[str]) -> str:
 
 
 CASES = 8
+NO_TOKENS = ("", " \t\n ", "?!...")  # texts with no word in them (after TextVectorization's strip)
 
 
 def generate_strings(vocabulary: tuple, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

@@ -54,7 +54,8 @@ def _validate(options: Options) -> int:
 
 def parity_batches(source: Source, sample) -> tuple[list[dict[str, np.ndarray]], str]:
     if sample is None:
-        return [parity.generate_inputs(source.inputs, b) for b in parity.BATCHES], "generated"
+        batches = [parity.generate_inputs(source.inputs, b) for b in parity.BATCHES]
+        return batches + parity.edge_batches(source.inputs), "generated"
     if isinstance(sample, dict):
         return parity.sample_batches(sample, source.inputs), "sample"
     return parity.load_sample(sample, source.inputs), f"sample {Path(sample).name}"

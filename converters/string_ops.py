@@ -215,6 +215,55 @@ def bucketize(ctx, node, name, args):
     return node
 
 
+def string_equal(ctx, node, name, args):
+    """Comparing tokens with one constant string (TextVectorization's mask token "") becomes
+    ONNX-ML's LabelEncoder (the constant -> 1, anything else -> 0). onnxruntime-extensions'
+    StringEqual, tf2onnx's choice, fails on a batch whose texts hold no token at all ("shape2
+    must have less dimensions than shape1"), which an empty request is."""
+    from onnx import TensorProto
+    from tf2onnx import constants
+    from tf2onnx.custom_opsets.string_ops import StringEqual
+
+    constant = next((i for i, x in enumerate(node.inputs) if x.is_const() and x.get_tensor_value(as_list=False).size == 1),
+                    None)
+    if ctx.get_dtype(node.input[0]) != TensorProto.STRING or constant is None:
+        return StringEqual.version_1(ctx, node)
+    value = node.inputs[constant].get_tensor_value(as_list=False).reshape(-1)[0]
+    value = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    other, output, negate = node.input[1 - constant], node.output[0], node.type == "NotEqual"
+    ctx.remove_node(node.name)
+    flag = ctx.make_node("LabelEncoder", [other], domain=constants.AI_ONNX_ML_DOMAIN,
+                         attr={"keys_strings": [value], "values_int64s": [1], "default_int64": 0}).output[0]
+    if negate:
+        flag = ctx.make_node("Sub", [ctx.make_const(f"{name}_one", np.array(1, np.int64)).output[0], flag]).output[0]
+    ctx.make_node("Cast", [flag], attr={"to": TensorProto.BOOL}, outputs=[output], name=name,
+                  shapes=[ctx.get_shape(other)], dtypes=[TensorProto.BOOL])
+
+
+def ragged_to_tensor(ctx, node, name, args):
+    """tf2onnx's RaggedTensorToTensor divides by the longest row's length, which is 0 when no
+    row holds a token (a request of empty texts): onnxruntime refuses the division even over
+    no elements, and a divisor of at least 1 gives the same (empty) answer. Where it takes
+    that length as the maximum over no rows at all, ReduceMax answers the lowest int64, a
+    negative dimension: at least 0 is TensorFlow's answer."""
+    from tf2onnx.onnx_opset.tensor import RaggedTensorToTensor
+
+    before = {n.name for n in ctx.get_nodes()}
+    RaggedTensorToTensor.version_11(ctx, node)
+    from tf2onnx import utils
+
+    for added in [n for n in ctx.get_nodes() if n.name not in before and n.type in ("Div", "Mod")]:
+        dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(added.input[1]))
+        one = ctx.make_const(utils.make_name(f"{added.name}_one"), np.array([1], dtype)).output[0]
+        at_least_one = ctx.make_node("Max", [added.input[1], one]).output[0]
+        ctx.replace_input(added, added.input[1], at_least_one, 1)
+    for added in [n for n in ctx.get_nodes() if n.name not in before and n.type == "ReduceMax"]:
+        dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(added.output[0]))
+        zero = ctx.make_const(utils.make_name(f"{added.name}_zero"), np.array(0, dtype)).output[0]
+        at_least_zero = ctx.insert_new_node_on_output("Max", added.output[0], name=utils.make_name(f"{added.name}_0"))
+        ctx.replace_inputs(at_least_zero, [added.output[0], zero])
+
+
 def handlers(tables: dict) -> dict:
     """tf2onnx's ``custom_op_handlers`` for one conversion (the lookup needs its tables)."""
     return {
@@ -224,4 +273,7 @@ def handlers(tables: dict) -> dict:
         "LookupTableFindV2": (functools.partial(lookup, tables=tables), []),
         "RaggedBincount": (ragged_bincount, []),
         "Bucketize": (bucketize, []),
+        "Equal": (string_equal, []),
+        "NotEqual": (string_equal, []),
+        "RaggedTensorToTensor": (ragged_to_tensor, []),
     }

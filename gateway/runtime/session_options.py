@@ -5,8 +5,9 @@ A model's ``parameters`` use the keys Triton's onnxruntime backend reads, so one
 ``intra_op_thread_count``, ``inter_op_thread_count``, ``execution_mode`` (0 sequential,
 1 parallel), ``enable_mem_arena``, ``enable_mem_pattern``, ``optimization { graph { level } }``
 (-1 basic, 1 extended, 2 none, absent or 0 all), and any ``session.*`` key, passed to
-onnxruntime as a session config entry (``session.intra_op.allow_spinning``, say). Other
-parameters are not onnxruntime's and are left alone.
+onnxruntime as a session config entry (``session.intra_op.allow_spinning``, say). One key is
+the gateway's own: ``custom_op_library``, a custom-op library the model needs
+(:mod:`gateway.runtime.custom_ops`). Other parameters are not onnxruntime's and are left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from model_repo import ModelConfig
 
 from ..core.errors import LoadError
 from ..settings import RuntimeSettings
+from . import custom_ops
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -69,6 +71,7 @@ def session_options(settings: RuntimeSettings, config: ModelConfig, instances: i
         options.enable_cpu_mem_arena = _flag(params, "enable_mem_arena", where)
     if "enable_mem_pattern" in params:
         options.enable_mem_pattern = _flag(params, "enable_mem_pattern", where)
+    custom_ops.register(options, params, where)
     # Gathered first: onnxruntime warns on stderr when an entry is set twice.
     entries = {"session.intra_op.allow_spinning": "1" if settings.intra_op_spinning else "0"}
     entries.update((key, value) for key, value in params.items() if key.startswith("session."))
