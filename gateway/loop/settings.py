@@ -34,7 +34,7 @@ class LoopSettings(BaseModel):
     name another with ``parameters.label_tensor``)."""
 
     label_kind: Literal["auto", "class", "target"] = "auto"
-    """What the labels are (README, "Feedback"): ``class`` (one integer class id per row),
+    """What the labels are (docs/guides/loop.md, "Feedback"): ``class`` (one integer class id per row),
     ``target`` (a vector per row shaped like the model's output row, e.g. one-hot), or
     ``auto``: ``class`` when ``num_classes`` is set or the model's first output is a
     ``[batch, C]`` score matrix (C >= 2, floating), else ``target``. Labels are stored in one
@@ -84,7 +84,7 @@ class LoopSettings(BaseModel):
 
     spark_conf: dict[str, str] = {}
     """``spark``: Spark settings for the job's driver, e.g. ``{"spark.executor.memory" =
-    "4g"}`` (README, "Fine-tune on Spark"). Server-wide."""
+    "4g"}`` (docs/guides/finetune.md, "On Spark"). Server-wide."""
 
     job_template: Path | None = None
     """``kubernetes``: the fine-tune Job template (``job.yaml`` of the chart's
@@ -116,7 +116,7 @@ class LoopSettings(BaseModel):
     drift: bool = True
     """Watch the inputs for drift from those the stable version was trained or converted on
     (when its manifest has an ``input_summary``): ``parameters.drift`` in the model's
-    metadata and ``tunegate_drift_*`` metrics (README, "Drift")."""
+    metadata and ``tunegate_drift_*`` metrics (docs/guides/loop.md, "Drift")."""
 
     drift_threshold: float = Field(0.2, gt=0)
     """Drift score (the largest per-feature PSI over the window) above which inputs have
@@ -156,7 +156,7 @@ class LoopSettings(BaseModel):
 
     canary_alpha: float = Field(0.05, gt=0, lt=0.5)
     """The accuracy test's chance of rolling back a canary that is as accurate as the stable
-    version (README, "Canary")."""
+    version (docs/guides/loop.md, "Canary")."""
 
     canary_beta: float = Field(0.1, gt=0, lt=0.5)
     """Its chance of promoting a canary that is less accurate by ``canary_mde``."""
@@ -191,7 +191,7 @@ class LoopSettings(BaseModel):
     # --------------------------------------------------- shadow and golden set
     shadow: bool = True
     """Evaluate a fine-tuned version off the request path before any user request reaches it
-    (README, "Shadow evaluation"): replayed captures, held-back labels, the golden set."""
+    (docs/guides/loop.md, "Shadow evaluation"): replayed captures, held-back labels, the golden set."""
 
     shadow_replay_requests: int = Field(1000, ge=0)
     """Recent captured requests replayed through the candidate and the stable version."""
@@ -234,7 +234,7 @@ class LoopSettings(BaseModel):
 
 
 class LeaderSettings(BaseModel):
-    """How the one process that runs the loop is elected (server-wide; README, "Scale out").
+    """How the one process that runs the loop is elected (server-wide; docs/guides/scale-out.md).
     Every worker and replica over one repository campaigns; the leader runs fine-tune
     triggers and launches and decides canaries, on the evidence every process writes."""
 
