@@ -177,6 +177,10 @@ class DriftMonitor:
             name = reference.input if reference.input in names else None
             if name is None and len(names) != 1:
                 raise RepositoryError(f"input_summary names input {reference.input!r}; the model takes {names}")
+            watched = next(t for t in served.signature.inputs if t.name == (name or names[0]))
+            if watched.datatype == "BYTES":  # bins of numbers say nothing about text
+                raise RepositoryError(f"input {watched.name!r} is text (BYTES): drift is measured on numeric "
+                                      "inputs only (docs/preprocessing-layers.md)")
         except RepositoryError as exc:
             self._failed[model] = (served.version, exc.message)
             log.warning("model %s version %s: no drift monitoring: %s", model, served.version, exc.message)

@@ -131,3 +131,23 @@ def test_the_response_cache_answers_text_requests(served):
     np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(first, second)
     assert int(stats["cache_hit"]["count"]) >= 1
+
+
+def test_drift_is_not_measured_on_text_and_says_so(tmp_path):
+    """A reference summary that points at a text input (numbers cannot describe text) turns
+    drift monitoring off for the model, said in its metadata; requests are answered."""
+    from model_repo.drift import summarise
+
+    from .conftest import make_settings, serve, wait_for
+
+    repo = Repository(tmp_path / "repo")
+    model = pm.sentiment()
+    publish_keras_model(model, repo, "sentiment", manifest_fields={
+        "input_summary": summarise(np.zeros((64, 1)), input="text").to_dict()})
+    with serve(make_settings(repo.root)) as server, contextlib.closing(server.client()) as client:
+        feeds = pm.text_rows()
+        got = client.infer("sentiment", _http_inputs(feeds, True)).as_numpy("probs")
+        np.testing.assert_allclose(got, pm.keras_answers(model, feeds), rtol=1e-5, atol=1e-6)
+        drift = wait_for(lambda: client.get_model_metadata("sentiment")["parameters"].get("drift"),
+                         what="the drift monitor's verdict")
+    assert "is text (BYTES): drift is measured on numeric inputs only" in drift["error"]
