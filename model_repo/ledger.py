@@ -94,6 +94,30 @@ def model_baseline(repo: Repository, model: str) -> int:
     return feedback_baseline(repo.model_dir(model), manifests)
 
 
+def outcomes(repo: Repository, model: str) -> list[tuple[float, bool]]:
+    """Every fine-tune's end the ledger knows, newest first, as (Unix time, it helped): a
+    promoted version helped; a rejected one, and an attempt that published nothing, did not
+    (blocking). A candidate still undecided is no outcome yet."""
+    import calendar
+
+    def when(stamp: object) -> float | None:
+        try:
+            return float(calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ")))
+        except ValueError:
+            return None
+
+    found: list[tuple[float | None, bool]] = [(when(a.get("at")), False) for a in read_attempts(repo.model_dir(model))]
+    for version in repo.list_versions(model):
+        try:
+            manifest = repo.read_manifest(model, version)
+        except RepositoryError:
+            continue
+        report = manifest.extra.get("canary")
+        if manifest.extra.get("training") and isinstance(report, dict) and report.get("state"):
+            found.append((when(report.get("decided_at")), manifest.status != "rejected"))
+    return sorted(((t, ok) for t, ok in found if t is not None), reverse=True)
+
+
 def held_out_ranges(sequences) -> list[list[int]]:
     """Sorted sequence numbers as [first, last] runs: a compact record of held-out rows."""
     runs: list[list[int]] = []

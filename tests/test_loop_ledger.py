@@ -79,6 +79,7 @@ def test_after_a_rollback_every_actor_fine_tunes_the_stable_version(repo, tmp_pa
     assert tunegate("models", "--repo", str(repo.root), "rollback", "digits").returncode == 0  # 3 rejected too
     # The gateway's own job: once, from version 1, on the rows after every snapshot so far.
     loop = {"trigger": "samples", "trigger_samples": 30, "np": 1, "data": ["feedback:"], "shadow": False,
+            "trigger_min_interval_seconds": 0, "trigger_backoff_seconds": 0,  # two rollbacks just now
             "options": ["--epochs", "1", *ALWAYS], "jobs_dir": str(tmp_path / "jobs"),
             "canary_wait_for_labels": True, "canary_window_seconds": None}
     with serve(make_settings(repo.root, api_key=API_KEY, loop=loop)) as server:

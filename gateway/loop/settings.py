@@ -71,6 +71,24 @@ class LoopSettings(BaseModel):
     trigger_interval_seconds: float = Field(3600.0, gt=0)
     """Period of the ``schedule`` trigger."""
 
+    trigger_min_interval_seconds: float = Field(60.0, ge=0)
+    """An automatic job starts no sooner than this after the last fine-tune ended (its
+    version decided, or it published nothing), whoever ran it (``gateway.loop.jobs.value``)."""
+
+    trigger_backoff_seconds: float = Field(300.0, ge=0)
+    """After a fine-tune that did not help (rejected, not promoted, failed), the next
+    automatic job waits this long, doubled for each further one in a row..."""
+
+    trigger_backoff_max_seconds: float = Field(3600.0, ge=0)
+    """...up to this."""
+
+    trigger_min_accuracy_drop: float | None = Field(0.02, ge=0, le=1)
+    """The ``samples`` and ``schedule`` triggers start a job only when the stable version is
+    less accurate on the new labelled rows than it was on its own held-out data (its
+    manifest's ``metrics.after.accuracy``) by at least this: evidence another job can help.
+    None, targets instead of classes, or a version without that figure: new rows alone decide.
+    (The ``drift`` trigger's evidence is the drift itself.)"""
+
     launcher: Literal["local", "kubernetes", "spark"] = "local"
     """Where jobs run: ``local`` (a ``tunegate finetune`` subprocess under horovodrun),
     ``kubernetes`` (an Indexed Job made from ``job_template``, one pod per rank; the Helm

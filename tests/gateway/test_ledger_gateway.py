@@ -139,3 +139,49 @@ def test_a_stopping_gateway_with_a_trigger_due_starts_nothing_and_exits(tmp_path
         server.wait()
         server.stderr.close()
     assert "fine-tune job" not in rest and "could not start" not in rest, rest
+
+
+def test_pacing_waits_after_a_job_and_backs_off_after_jobs_that_did_not_help():
+    from gateway.loop.jobs.value import pacing
+    from gateway.loop.settings import LoopSettings
+
+    settings = LoopSettings(trigger_min_interval_seconds=60, trigger_backoff_seconds=100,
+                            trigger_backoff_max_seconds=350)
+    now = 10_000.0
+    assert pacing([], settings, now) is None
+    assert "ended 30 s ago" in pacing([(now - 30, True)], settings, now)
+    assert pacing([(now - 61, True), (now - 500, False)], settings, now) is None
+    assert "100 s after 1" in pacing([(now - 61, False), (now - 500, True)], settings, now)
+    assert "200 s after 2" in pacing([(now - 150, False), (now - 500, False), (now - 900, True)], settings, now)
+    assert "350 s after 3" in pacing([(now - 300, False)] * 3, settings, now)  # capped
+    assert pacing([(now - 351, False)] * 3, settings, now) is None
+
+
+def test_a_job_starts_only_when_the_stable_version_is_worse_on_the_new_rows(tmp_path):
+    repo = Repository(tmp_path / "repo")
+    loop_models.publish(repo, "clf", loop_models.classifier())
+    repo.update_manifest("clf", 1, metrics={"after": {"accuracy": 1.0}})  # as a fine-tune's gate leaves it
+    loop = {"trigger": "samples", "trigger_samples": 10, "trigger_min_accuracy_drop": 0.1,
+            "trigger_min_interval_seconds": 0,
+            "jobs_dir": str(tmp_path / "jobs")}
+    with serve(make_settings(repo.root, api_key=API_KEY, loop=loop)) as server:
+        params = lambda: server.client().get_model_metadata("clf")["parameters"]  # noqa: E731
+
+        def post(classes, labels) -> None:
+            x = np.zeros((len(classes), 4), np.float32)
+            x[np.arange(len(classes)), classes] = 1.0
+            x[:, 3] = 0.5
+            doc = {"inputs": [{"name": "X", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()},
+                              {"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels}]}
+            assert server.json("POST", "/v2/models/clf/feedback", doc, KEY)[0] == 200
+
+        for _ in range(2):
+            post([0, 1, 2, 0, 1, 2], [0, 1, 2, 0, 1, 2])  # what version 1 answers already
+        waiting = wait_for(lambda: params().get("finetune_waiting"), what="a due trigger that waits")
+        assert "no evidence" in waiting and "100.0% accurate on 12 new rows" in waiting
+        assert not (tmp_path / "jobs").exists() or not list((tmp_path / "jobs").iterdir())
+        for _ in range(4):
+            post([0, 1, 2, 0, 1, 2], [1, 2, 0, 1, 2, 0])  # the world changed: version 1 is wrong on these
+        job = wait_for(lambda: params().get("last_finetune_job"), what="a job on evidence")
+        assert job["state"] == "failed"  # it started (a test model has no Keras source to train)
+        assert len(list((tmp_path / "jobs").iterdir())) == 1

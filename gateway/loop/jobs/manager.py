@@ -48,6 +48,7 @@ from ..leader_requests import RequestBox
 from ..settings import LoopSettings
 from .launcher import JobSpec, JobState, Launcher
 from .record import JobRecord, read_record, write_record
+from .value import ValueCheck
 
 log = logging.getLogger("tunegate.jobs")
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -69,6 +70,9 @@ class JobManager:
         self.request_timeout = request_timeout
         self.records: dict[str, JobRecord] = {}  # model -> its record as last read or written
         self.new_samples: dict[str, int] = {}  # model -> feedback rows after the ledger's baseline
+        self.baselines: dict[str, int] = {}  # model -> that baseline
+        self.waiting: dict[str, str] = {}  # model -> why a due trigger starts no job yet
+        self.value = ValueCheck(registry.repo)
         self.finished: dict[tuple[str, str], int] = {}  # (model, state) -> count, ended under this leader
         self._follows: dict[str, asyncio.Task] = {}  # model -> the task following its job
         self._starting: set[str] = set()
@@ -249,6 +253,7 @@ class JobManager:
                     await self._read(model)
                     if self.settings_for(model).trigger != "manual":
                         baseline = await asyncio.to_thread(model_baseline, self.registry.repo, model)
+                        self.baselines[model] = baseline
                         self.new_samples[model], _ = await self.rows_after(model, baseline)
                 if self.is_leader():
                     await self._answer_requests()
@@ -280,18 +285,35 @@ class JobManager:
         record = self.records.get(model) or JobRecord()
         new = self.new_samples.get(model, 0)
         busy = record.running_id is not None or model in self._starting or self._on_trial(model)
-        if busy or new == 0:
+        reason = None if busy or new == 0 else self._due(model, settings, new)
+        if reason is None:
+            self.waiting.pop(model, None)
             return
+        # Due on rows (or drift): now whether another job can help (gateway.loop.jobs.value).
+        wait = await self.value.wait_reason(model, settings)
+        if wait is None and settings.trigger != "drift":
+            stable = self.registry.route(model, split=False)
+            evidence = await self.value.evidence(model, stable, self.baselines.get(model, 0), new, settings)
+            wait = None if evidence.worse else f"no evidence another job would help: {evidence.why}"
+            reason = f"{reason}; {evidence.why}"
+        if wait is not None:
+            self.waiting[model] = wait
+            return
+        self.waiting.pop(model, None)
+        await self._start_quietly(model, reason)
+
+    def _due(self, model: str, settings: LoopSettings, new: int) -> str | None:
+        """Why the model's trigger would start a job on its rows (or drift) now, or None."""
         if settings.trigger == "samples" and new >= settings.trigger_samples:
-            await self._start_quietly(model, f"{new} new feedback samples")
-        elif (settings.trigger == "schedule"
-              and time.monotonic() - self._since.setdefault(model, time.monotonic()) >= settings.trigger_interval_seconds):
-            await self._start_quietly(model, f"schedule ({new} new samples)")
-        elif settings.trigger == "drift" and self.drift is not None and new >= settings.drift_min_labelled:
+            return f"{new} new feedback samples"
+        if (settings.trigger == "schedule"
+                and time.monotonic() - self._since.setdefault(model, time.monotonic()) >= settings.trigger_interval_seconds):
+            return f"schedule ({new} new samples)"
+        if settings.trigger == "drift" and self.drift is not None and new >= settings.drift_min_labelled:
             above = self.drift(model)
             if above is not None and above >= settings.drift_sustain_seconds:
-                await self._start_quietly(model, f"input drift above {settings.drift_threshold:g} for {above:.0f} s "
-                                                 f"({new} new samples)")
+                return f"input drift above {settings.drift_threshold:g} for {above:.0f} s ({new} new samples)"
+        return None
 
     def _on_trial(self, model: str) -> bool:
         trial = self.canary(model)
@@ -322,6 +344,8 @@ class JobManager:
     def parameters(self, model: str) -> dict[str, Any]:
         out: dict[str, Any] = {"finetune_trigger": self.settings_for(model).trigger,
                                "feedback_samples_since_job": self.new_samples.get(model, 0)}
+        if model in self.waiting:
+            out["finetune_waiting"] = self.waiting[model]
         record = self.records.get(model)
         if record is not None and record.running_id:
             out["finetune_job"] = record.running_id
