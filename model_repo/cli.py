@@ -1,4 +1,4 @@
-"""``tunegate models list|show|verify|rm|promote|rollback``.
+"""``tunegate models list|show|verify|rm|gc|promote|rollback``.
 
 ``--repo`` and ``--json`` are accepted before or after the action, as a user types them.
 """
@@ -9,13 +9,16 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from .canary_state import PROMOTED, REJECTED, ROLLED_BACK, ServingPlan, decision_report, is_pending, read_plan
 from .config import config_to_dict
-from .errors import IntegrityError, RepositoryError
+from .errors import IntegrityError, RepositoryError, VersionNotFound
+from .loop_gc import gc_model, gc_requests
 from .policy import describe
 from .repository import Repository
+from .retention import RetentionPolicy, read_lineage
 
 CANARY_NOTE = ("a fine-tuned version on trial: with loop.canary on (the default) a gateway serves it to "
                "loop.canary_fraction of requests (default 10%) beside the stable version, until its canary "
@@ -37,6 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = rm.add_mutually_exclusive_group(required=True)
     which.add_argument("--version")
     which.add_argument("--keep-last", type=int, metavar="N")
+    gc = _action(actions, "gc", "apply the loop's retention policy by hand: old versions (their lineage "
+                 "is logged first), finished job directories, decided canaries' evidence, stale files")
+    gc.add_argument("model")
+    gc.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
+    defaults = RetentionPolicy()
+    gc.add_argument("--keep-versions", type=int, default=defaults.keep_versions, metavar="N",
+                    help=f"decided versions kept besides stable, canary, warm and a running job's base "
+                         f"(default {defaults.keep_versions})")
+    gc.add_argument("--keep-jobs", type=int, default=defaults.keep_jobs, metavar="N",
+                    help=f"finished job directories kept (default {defaults.keep_jobs})")
+    gc.add_argument("--stale-seconds", type=float, default=defaults.stale_seconds, metavar="S",
+                    help=f"files of processes silent this long are removed (default {defaults.stale_seconds:g})")
+    gc.add_argument("--jobs-dir", help="the gateway's loop.jobs_dir (default: <repo>/.jobs)")
     promote = _action(actions, "promote", "make the pending canary an ordinary version (it then serves alone)")
     promote.add_argument("model")
     promote.add_argument("--version", help="a pending fine-tuned version (default: the canary)")
@@ -67,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     repo = Repository(root)
     if not repo.root.is_dir():
         raise RepositoryError(f"repository {repo.root} does not exist (expected a directory)")
-    handlers = {"list": _list, "show": _show, "verify": _verify, "rm": _rm, "promote": _promote,
+    handlers = {"list": _list, "show": _show, "verify": _verify, "rm": _rm, "gc": _gc, "promote": _promote,
                 "rollback": _rollback}
     return handlers[args.action](repo, args)
 
@@ -120,9 +136,21 @@ def _show(repo: Repository, args: argparse.Namespace) -> int:
     # Any version there can be shown (the stable one beside a canary, a rejected one), not
     # only those the version policy alone would serve.
     version = args.version or (plan.serving[-1] if plan.serving else None)
-    manifest = repo.read_manifest(args.model, version).to_dict() if version else None
+    removed = None
+    try:
+        manifest = repo.read_manifest(args.model, version).to_dict() if version else None
+    except VersionNotFound:
+        # Removed by retention: its lineage was logged before its files went.
+        removed = read_lineage(repo.model_dir(args.model)).get(int(version))
+        if removed is None:
+            raise
+        manifest = None
     data = {"model": args.model, "versions": repo.list_versions(args.model), **_plan_dict(plan),
             "config": config_to_dict(config), "manifest": manifest}
+    if removed is not None:
+        data["removed"] = removed
+        print(f"{args.model}: version {version} was removed from disk; its lineage log entry follows",
+              file=sys.stderr)
     _emit(args, data, "\n".join([*_describe_plan(args.model, plan), json.dumps(data, indent=2)]))
     return 0
 
@@ -161,6 +189,22 @@ def _rm(repo: Repository, args: argparse.Namespace) -> int:
         removed = [int(args.version)]
     _emit(args, {"model": args.model, "removed": removed},
           f"removed {args.model} version(s) {', '.join(map(str, removed)) or '(none)'}")
+    return 0
+
+
+def _gc(repo: Repository, args: argparse.Namespace) -> int:
+    if args.keep_versions < 0 or args.keep_jobs < 0:
+        raise RepositoryError("--keep-versions and --keep-jobs must be 0 or more")
+    repo.read_config(args.model)  # an unknown model is an error, not an empty report
+    policy = RetentionPolicy(args.keep_versions, args.keep_jobs, args.stale_seconds)
+    removed = gc_model(repo, args.model, policy, jobs_dir=Path(args.jobs_dir).absolute() if args.jobs_dir else None,
+                       dry_run=args.dry_run)
+    removed["requests"] = gc_requests(repo.root, args.stale_seconds, dry_run=args.dry_run)
+    data = {"model": args.model, "dry_run": args.dry_run,
+            "removed": {k: [p if isinstance(p, int) else str(p) for p in v] for k, v in removed.items()}}
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [f"{args.model}: {verb} {kind}: {', '.join(map(str, items))}" for kind, items in removed.items() if items]
+    _emit(args, data, "\n".join(lines) or f"{args.model}: nothing to remove")
     return 0
 
 
