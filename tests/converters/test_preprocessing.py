@@ -33,6 +33,12 @@ def _one_layer(layer, shape, dtype):
     return keras.Model(x, layer(x))
 
 
+def _shout(texts):
+    import tensorflow as tf
+
+    return tf.strings.upper(texts)
+
+
 def _text(**options):
     import keras
 
@@ -82,6 +88,8 @@ CASES = [
     ("TextVectorization output_mode=count", lambda: _text(output_mode="count"), True),
     ("TextVectorization output_mode=tf_idf", lambda: _text(output_mode="tf_idf"), True),
     ("TextVectorization ngrams=2", lambda: _text(ngrams=2, output_sequence_length=8), False),
+    ("TextVectorization standardize=<a Python function>", lambda: _text(standardize=_shout, output_sequence_length=8),
+     False),
     ("StringLookup int", lambda: _lookup("string"), True),
     ("StringLookup one_hot", lambda: _lookup("string", output_mode="one_hot"), True),
     ("StringLookup multi_hot (3 values a row)", lambda: _lookup("string", (3,), output_mode="multi_hot"), True),
