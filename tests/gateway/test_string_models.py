@@ -151,3 +151,18 @@ def test_drift_is_not_measured_on_text_and_says_so(tmp_path):
         drift = wait_for(lambda: client.get_model_metadata("sentiment")["parameters"].get("drift"),
                          what="the drift monitor's verdict")
     assert "is text (BYTES): drift is measured on numeric inputs only" in drift["error"]
+
+
+def test_a_raw_binary_request_is_one_text(served):
+    """Triton's raw binary request (no JSON header): the whole body is the one text."""
+    import json
+
+    server, answers = served
+    feeds, expected = answers["sentiment"]
+    status, headers, body = server.request("POST", "/v2/models/sentiment/infer", feeds["text"][0, 0].encode(),
+                                           {"Inference-Header-Content-Length": "0"})
+    assert status == 200, body
+    length = int(headers["Inference-Header-Content-Length"])
+    header = json.loads(body[:length])
+    assert header["outputs"][0]["shape"] == [1, 2]
+    np.testing.assert_allclose(np.frombuffer(body[length:], np.float32), expected[0], rtol=1e-5, atol=1e-6)
