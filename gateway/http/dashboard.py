@@ -19,6 +19,7 @@ from aiohttp import web
 from model_repo import Repository
 from model_repo.canary_state import read_plan
 from model_repo.errors import RepositoryError
+from model_repo.retention import removed_versions
 
 from .keys import REGISTRY, SETTINGS
 from .routes import _json
@@ -67,8 +68,22 @@ def _models(repo: Repository) -> list[dict[str, Any]]:
             out.append({"name": model, "error": str(exc), "versions": []})
             continue
         stable = plan.stable[-1] if plan.stable else None
+        shown = [_version(repo, model, v) for v in versions] + _removed(repo, model)
+        shown = sorted(shown, key=lambda v: v["version"])[-MAX_VERSIONS:]
         out.append({"name": model, "stable": stable, "canary": plan.canary, "serving": plan.serving,
-                    "rejected": plan.rejected, "versions": [_version(repo, model, v) for v in versions]})
+                    "rejected": plan.rejected, "versions": shown})
+    return out
+
+
+def _removed(repo: Repository, model: str) -> list[dict[str, Any]]:
+    """Versions retention removed, as the lineage log explains them (no files, no history)."""
+    out = []
+    for version, entry in removed_versions(repo, model).items():
+        extra = {k: entry[k] for k in ("shadow", "canary", "training", "data_snapshot") if k in entry}
+        out.append({"version": version, "removed": True, "created_at": entry.get("created_at"),
+                    "parent_version": entry.get("parent_version"), "status": entry.get("status"),
+                    "data_digest": entry.get("data_digest"), "metrics": entry.get("gate"), "parity": None,
+                    "source_format": None, "extra": extra, "history": None, "removed_at": entry.get("removed_at")})
     return out
 
 

@@ -13,6 +13,7 @@ from .canary import CanaryController
 from .leadership import Leadership
 from .feedback import FeedbackService
 from .jobs.manager import JobManager
+from .retention import RetentionDuty
 
 
 class LoopCollector(Collector):
@@ -75,3 +76,33 @@ class LoopCollector(Collector):
         leader = Metric("tunegate_loop_leader", "1 in the process that runs the loop's decisions, else 0", "gauge")
         leader.add_sample("tunegate_loop_leader", {}, float(self._leadership.is_leader))
         yield leader
+
+
+class RetentionCollector(Collector):
+    """Disk use per model and part, and feedback rows by kind, as the retention duty last
+    measured them (off the event loop; a scrape only reads the cache)."""
+
+    def __init__(self, retention: RetentionDuty) -> None:
+        self._retention = retention
+
+    def collect(self) -> Iterator[Metric]:
+        size = Metric("tunegate_repository_bytes", "Bytes a model takes on the repository, by part "
+                      "(versions, feedback, capture, jobs, training, evidence, other)", "gauge")
+        files = Metric("tunegate_repository_files", "Files a model has on the repository, by part", "gauge")
+        for model, parts in sorted(self._retention.usage.items()):
+            for part, counted in parts.items():
+                size.add_sample("tunegate_repository_bytes", {"model": model, "part": part}, float(counted["bytes"]))
+                files.add_sample("tunegate_repository_files", {"model": model, "part": part}, float(counted["files"]))
+        yield size
+        yield files
+        rows = Metric("tunegate_feedback_rows", "Rows in the model's feedback store: recent (kept whole) and "
+                      "replay (the reservoir older rows are thinned to)", "gauge")
+        for model, kinds in sorted(self._retention.rows.items()):
+            for kind, count in sorted(kinds.items()):
+                rows.add_sample("tunegate_feedback_rows", {"model": model, "kind": kind}, float(count))
+        yield rows
+        removed = Metric("tunegate_retention_removed", "Things the retention duty removed, by model and kind "
+                         "(versions, jobs, training, evidence, drift, capture, requests)", "unknown")
+        for (model, kind), count in sorted(self._retention.removed.items()):
+            removed.add_sample("tunegate_retention_removed", {"model": model, "kind": kind}, float(count))
+        yield removed

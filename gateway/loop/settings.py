@@ -232,6 +232,23 @@ class LoopSettings(BaseModel):
     golden_max_drop: float = Field(0.01, ge=0)
     """Fail a candidate that loses more than this accuracy on the golden set."""
 
+    # ------------------------------------------------------------ retention
+    keep_versions: int = Field(10, ge=0)
+    """Decided versions kept on disk besides those that must stay (the stable ones, the canary,
+    the warm rollback version, a running job's base); older ones are removed by the leader's
+    retention duty, their lineage kept in ``<model>/.ledger/lineage.jsonl``."""
+
+    keep_jobs: int = Field(20, ge=0)
+    """Finished fine-tune job directories kept per model (``jobs_dir``; running ones always)."""
+
+    retention_stale_seconds: float = Field(3600.0, gt=0)
+    """Files of processes silent this long are removed: drift counts, capture directories,
+    unanswered leader requests."""
+
+    retention_interval_seconds: float = Field(600.0, gt=0)
+    """How often the leader applies retention (and measures disk use for
+    ``tunegate_repository_bytes``); it also runs after each decided canary. Server-wide."""
+
     @model_validator(mode="after")
     def _one_label_kind(self) -> LoopSettings:
         if self.num_classes is not None and (self.label_shape is not None or self.label_kind == "target"):

@@ -28,7 +28,8 @@ from .jobs.local import LocalLauncher
 from .jobs.manager import JobManager
 from .leader_requests import RequestBox
 from .leadership import Campaign, FileLockCampaign, LeaseCampaign, Leadership, process_identity
-from .metrics import LoopCollector
+from .metrics import LoopCollector, RetentionCollector
+from .retention import RetentionDuty
 
 
 def make_launcher(settings: Settings) -> Launcher:
@@ -89,12 +90,20 @@ class Loop:
         metrics_registry.register(LoopCollector(self.feedback, self.jobs, self.canary, registry,
                                                 self.leadership))
         metrics_registry.register(DriftCollector(self.drift))
+        # Bounds what the loop writes (leader only) and measures it (every process, cached).
+        self.retention = RetentionDuty(registry, settings, is_leader=is_leader,
+                                       decisions=lambda: sum(self.canary.decisions.values()),
+                                       jobs_dir=settings.loop.jobs_dir or Path(settings.repo).absolute() / ".jobs",
+                                       running_job=lambda m: self.jobs.running.get(m),
+                                       poll_seconds=leader.poll_seconds)
+        metrics_registry.register(RetentionCollector(self.retention))
 
     def start(self) -> None:
         """Campaign for the loop's leadership and run the duties every process has."""
         self.leadership.start()
         self.jobs.begin()
         self.drift.begin()
+        self.retention.begin()
 
     def _observe(self, model: str, version: int, ok: bool, elapsed_ns: int, request: InferRequest,
                  answer) -> None:
@@ -105,6 +114,7 @@ class Loop:
 
     async def close(self) -> None:
         await self.leadership.close()
+        await self.retention.close()
         await self.jobs.close()
         await self.drift.close()
         await self.canary.close()

@@ -90,6 +90,7 @@ function renderModels() {
 }
 
 function roleOf(model, v, canary) {
+  if (v.removed) { return "removed"; } // retention removed its files; the lineage log explains it
   if (v.status === "rejected") { return "rejected"; }
   if (canary && canary.version === v.version) { return canary.state === "shadow" ? "shadow" : "canary"; }
   if (model.canary === v.version) { return "canary"; }
@@ -207,9 +208,30 @@ function feedbackCounts(metricsText) {
   const counts = {};
   const pattern = /^tunegate_feedback_([a-z_]+?)(?:_total)?\{([^}]*)\} (\S+)$/gm;
   for (const [, name, labels, value] of metricsText.matchAll(pattern)) {
-    if (labels.includes(`model="${page.model}"`)) { counts[`feedback ${name.replaceAll("_", " ")}`] = Number(value); }
+    if (!labels.includes(`model="${page.model}"`)) { continue; }
+    const kind = labels.match(/kind="([^"]*)"/); // tunegate_feedback_rows: recent, and the replay reservoir
+    counts[`feedback ${name.replaceAll("_", " ")}${kind ? ` (${kind[1]})` : ""}`] = Number(value);
   }
   return counts;
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  for (; n >= 1024 && i < units.length - 1; i += 1) { n /= 1024; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// The model's disk use by part, as the retention duty last measured it (tunegate_repository_bytes).
+function diskUse(metricsText) {
+  const parts = {};
+  for (const [, labels, value] of metricsText.matchAll(/^tunegate_repository_bytes\{([^}]*)\} (\S+)$/gm)) {
+    const part = labels.match(/part="([^"]*)"/);
+    if (labels.includes(`model="${page.model}"`) && part) { parts[part[1]] = Number(value); }
+  }
+  const total = Object.values(parts).reduce((a, b) => a + b, 0);
+  if (!Object.keys(parts).length) { return []; }
+  return [["disk", `${bytes(total)} (${Object.entries(parts).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${bytes(v)}`).join(", ")})`]];
 }
 
 function trainingCurve(history, title) {
@@ -221,7 +243,7 @@ async function renderLoop(params, model) {
   const metrics = await fetch("/metrics").then((r) => (r.ok ? r.text() : "")).catch(() => "");
   const last = params.last_finetune_job;
   fillList($("feedback"), [["trigger", params.finetune_trigger], ["samples since last job", params.feedback_samples_since_job],
-    ...Object.entries(feedbackCounts(metrics)), ["running job", params.finetune_job],
+    ...Object.entries(feedbackCounts(metrics)), ...diskUse(metrics), ["running job", params.finetune_job],
     ["last job", last ? `${last.job_id}: ${last.state}${last.message ? " — " + last.message : ""}` : null]]);
   page.jobId = params.finetune_job || last?.job_id || null;
   let job = null;

@@ -1,0 +1,154 @@
+"""The leader's retention duty: what the loop writes stays bounded, and its size is measured.
+
+Every ``retention_interval_seconds`` (server-wide), and after each canary this process
+decides, the elected leader applies each model's retention (``model_repo.loop_gc.gc_model``:
+old versions with their lineage logged, finished job directories, decided canaries'
+evidence, files of processes long gone), the repository-wide leader-request box, and the
+feedback store's compaction (``model_repo.feedback_compact``, when that module is there). One
+process only, because removing is a decision: two leaders would agree, but a follower could
+remove what a newer plan it has not read yet still needs.
+
+Every process measures its models' disk use and feedback rows on the same period, for the
+``tunegate_repository_bytes`` and ``tunegate_feedback_rows`` gauges: a scrape reads the
+cached numbers and never walks the repository on the event loop. All the file work runs in
+a worker thread (``asyncio.to_thread``), one pass at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from model_repo.errors import RepositoryError
+from model_repo.feedback import feedback_dir, last_sequence
+from model_repo.loop_gc import disk_usage, gc_model, gc_requests
+from model_repo.retention import RetentionPolicy
+
+from ..core.registry import Registry
+from ..settings import Settings
+from .settings import LoopSettings
+
+log = logging.getLogger("tunegate.retention")
+
+_COMPACT_MODULE = "model_repo.feedback_compact"
+
+
+def retention_policy(loop: LoopSettings) -> RetentionPolicy:
+    return RetentionPolicy(keep_versions=loop.keep_versions, keep_jobs=loop.keep_jobs,
+                           stale_seconds=loop.retention_stale_seconds)
+
+
+def _compaction() -> Any | None:
+    """The feedback compaction module, or None while it does not exist (it is another part of
+    the same work; this duty runs without it)."""
+    try:
+        return importlib.import_module(_COMPACT_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != _COMPACT_MODULE:
+            raise
+        return None
+
+
+def feedback_policy(module: Any, loop: LoopSettings) -> Any:
+    """``module.FeedbackPolicy`` built from the loop settings' fields of the same names (the
+    policy's other fields keep their defaults)."""
+    cls = module.FeedbackPolicy
+    names = inspect.signature(cls).parameters
+    return cls(**{n: getattr(loop, n) for n in names if n in LoopSettings.model_fields})
+
+
+def feedback_rows(directory: Path) -> dict[str, int]:
+    """Rows of a store by kind (``recent``, ``replay``): the compaction module's count when it
+    is there, else every row numbered so far counts as recent."""
+    module = _compaction()
+    if module is not None and hasattr(module, "store_rows_by_kind"):
+        return {str(k): int(v) for k, v in module.store_rows_by_kind(directory).items()}
+    return {"recent": last_sequence(directory), "replay": 0}
+
+
+class RetentionDuty:
+    def __init__(self, registry: Registry, settings: Settings, *, is_leader: Callable[[], bool],
+                 decisions: Callable[[], int], jobs_dir: Path | None, running_job: Callable[[str], str | None],
+                 poll_seconds: float) -> None:
+        self.repo = registry.repo
+        self.settings = settings
+        self.is_leader = is_leader
+        self.decisions = decisions  # canaries decided by this process so far: a change runs a pass
+        self.jobs_dir = jobs_dir
+        self.running_job = running_job
+        self.poll_seconds = poll_seconds
+        self.interval = settings.loop.retention_interval_seconds
+        self.usage: dict[str, dict[str, dict[str, int]]] = {}  # model -> part -> {"bytes", "files"}
+        self.rows: dict[str, dict[str, int]] = {}  # model -> kind -> feedback rows
+        self.removed: dict[tuple[str, str], int] = {}  # (model, kind) -> things removed by this process
+        self.passes = 0
+        self._task: asyncio.Task | None = None
+
+    def begin(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="retention")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        last, seen = float("-inf"), self.decisions()
+        while True:
+            decided = self.decisions()
+            if time.monotonic() - last >= self.interval or decided != seen:
+                seen, last = decided, time.monotonic()
+                running = {m: self.running_job(m) for m in self._models()}
+                try:
+                    await asyncio.to_thread(self.run_pass, self.is_leader(), running)
+                except Exception:  # noqa: BLE001 - a failed pass must not end the duty
+                    log.exception("retention pass failed; the next one retries")
+            await asyncio.sleep(self.poll_seconds)
+
+    def _models(self) -> list[str]:
+        try:
+            return self.repo.list_models()
+        except OSError:
+            return []
+
+    def run_pass(self, leader: bool, running: dict[str, str | None]) -> None:
+        """Apply retention (the leader only), then measure every model (blocking)."""
+        if leader:
+            self._count("*", "requests", gc_requests(self.repo.root, self.settings.loop.retention_stale_seconds))
+        for model in self._models():
+            loop = self.settings.loop_for(model)
+            try:
+                if leader:
+                    removed = gc_model(self.repo, model, retention_policy(loop), jobs_dir=self.jobs_dir,
+                                       running_job=running.get(model))
+                    for kind, items in removed.items():
+                        self._count(model, kind, items)
+                    self._compact(model, loop)
+                self.usage[model] = disk_usage(self.repo, model, self.jobs_dir)
+                self.rows[model] = feedback_rows(feedback_dir(self.repo.root, model))
+            except (RepositoryError, OSError) as exc:
+                log.warning("model %s: retention skipped this pass: %s", model, exc)
+        for gone in set(self.usage) - set(self._models()):
+            self.usage.pop(gone, None)
+            self.rows.pop(gone, None)
+        self.passes += 1
+
+    def _count(self, model: str, kind: str, items: list) -> None:
+        if items:
+            self.removed[(model, kind)] = self.removed.get((model, kind), 0) + len(items)
+            log.info("retention: model %s: removed %d %s", model, len(items), kind)
+
+    def _compact(self, model: str, loop: LoopSettings) -> None:
+        module = _compaction()
+        directory = feedback_dir(self.repo.root, model)
+        if module is None or not directory.is_dir():
+            return
+        module.compact_feedback(directory, feedback_policy(module, loop))
