@@ -3,16 +3,16 @@
 Layout, per model (hidden, so Triton and the version scan ignore it)::
 
     <repo>/<model>/.capture/<instance>/seg-NNNNNNNN.cap        captures, appended by that instance only
-    <repo>/<model>/.capture/<instance>/seg-NNNNNNNN.labelled/  one empty file per labelled request id
+    <repo>/<model>/.capture/<instance>/seg-NNNNNNNN.claims     the segment's label claims, one log
 
 Each process incarnation writes only its own directory, so no two processes ever append to one
 file; every process reads the others' segments. Segments written by a gateway before instance
 directories existed (``.capture/seg-NNNNNNNN.cap``) are read like another instance's.
 
-A label claim is an ``O_CREAT | O_EXCL`` file named by a hash of the request id, beside the
-segment that holds the capture: exclusive create is atomic on a local filesystem and on NFS
-(v3 and later), so of two processes labelling one capture exactly one wins, and a restarted
-gateway that reads the segment back sees the claim. Claims live and die with their segment.
+A label claim is a line in the claims log beside the segment that holds the capture, appended
+under the log's lock (``gateway.loop.capture_claims``): of two processes labelling one capture
+exactly one wins, and a restarted gateway that reads the segment back sees the claim. Claims
+live and die with their segment: two files per segment, whatever the number of labels.
 
 Record: ``u32 length | u32 crc32 | payload``; payload: ``u32 header length | header JSON
 ({"id", "version", "predicted"}) | .npz of the inputs``. The id sits at the front, so an index
@@ -21,7 +21,6 @@ reads a record's first bytes and skips its inputs.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -35,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .capture_claims import ClaimLogs, legacy_dir, log_path
+
 log = logging.getLogger("tunegate.capture")
 
 SEGMENT_RE = re.compile(r"^seg-(\d{8})\.cap$")
-_CLAIMS_RE = re.compile(r"^seg-\d{8}\.labelled$")
+_CLAIMS_RE = re.compile(r"^seg-\d{8}\.(labelled|claims)$")
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEADER = struct.Struct("<II")
 _PREFIX = struct.Struct("<III")  # the record header and the payload's header length
@@ -149,48 +150,42 @@ def read(segment: Path, offset: int) -> tuple[str, Captured] | None:
 
 
 # ------------------------------------------------------------------ claims
-def _claims_dir(segment: Path) -> Path:
-    return segment.with_name(segment.name[:-len(".cap")] + ".labelled")
-
-
-def _claim_path(segment: Path, request_id: str) -> Path:
-    # Hashed: a client's id may hold any character and any length.
-    return _claims_dir(segment) / hashlib.sha256(request_id.encode()).hexdigest()[:40]
+# One per process: a cache of what it has read of each claims log (see capture_claims).
+_CLAIMS = ClaimLogs()
 
 
 def is_claimed(segment: Path, request_id: str) -> bool:
-    return _claim_path(segment, request_id).exists()
+    return _CLAIMS.is_claimed(segment, request_id)
 
 
 def claim(segment: Path, request_id: str) -> bool:
     """Claim the capture of ``request_id`` in ``segment`` for one label: True for the one
     caller (of any process) that made the claim, False when it was made before."""
-    path = _claim_path(segment, request_id)
-    path.parent.mkdir(exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        return False
-    return True
+    return _CLAIMS.claim(segment, request_id)
 
 
 def release(segment: Path, request_id: str) -> None:
     """Undo :func:`claim`: the label was not stored, a retry may claim again."""
-    _claim_path(segment, request_id).unlink(missing_ok=True)
+    _CLAIMS.release(segment, request_id)
 
 
 def remove_segment(segment: Path) -> None:
     # The segment before its claims: a claim made while its segment exists is seen by every
     # later check (see CaptureStore.claim).
     segment.unlink(missing_ok=True)
-    shutil.rmtree(_claims_dir(segment), ignore_errors=True)
+    log_path(segment).unlink(missing_ok=True)
+    shutil.rmtree(legacy_dir(segment), ignore_errors=True)
+    _CLAIMS.forget(segment)
 
 
 def remove_orphan_claims(directory: Path) -> None:
     """Claims whose segment is gone (a claim raced the segment's removal)."""
-    for claims in directory.glob("seg-*.labelled"):
-        if not claims.with_name(claims.name[:-len(".labelled")] + ".cap").exists():
-            shutil.rmtree(claims, ignore_errors=True)
+    for claims in directory.glob("seg-*"):
+        if _CLAIMS_RE.match(claims.name) and not claims.with_suffix(".cap").exists():
+            if claims.is_dir():
+                shutil.rmtree(claims, ignore_errors=True)
+            else:
+                claims.unlink(missing_ok=True)
 
 
 def remove_stale(root: Path, own: str, stale_after: float, now: float) -> None:
