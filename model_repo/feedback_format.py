@@ -3,7 +3,8 @@
 ::
 
     shard-000000000001.tgfb  b"TGFBSHD1" then records; the name is the first sequence number
-                             it may hold (12 digits)
+                             it may hold (12 digits); b"TGFBRPL1" instead marks a shard that
+                             compaction wrote for the replay reservoir (``feedback_compact``)
     record                   u32 payload length | u32 crc32(payload) | payload   (little endian)
     payload                  f64 timestamp | u16 array count | arrays
     array                    u16 name length | name (utf-8) | u32 npy length | .npy bytes
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 SHARD_MAGIC = b"TGFBSHD1"
+REPLAY_MAGIC = b"TGFBRPL1"  # same records; the rows are a thinned sample of older ones
 SHARD_SUFFIX = ".tgfb"
 LABEL_KEY = "label"
 INPUT_PREFIX = "in:"
@@ -61,6 +63,16 @@ def list_shards(directory: str | os.PathLike[str]) -> list[Path]:
         return []
     found = [p for p in directory.iterdir() if _SHARD_RE.match(p.name)]
     return sorted(found, key=lambda p: (len(p.name), p.name))
+
+
+def shard_kind(path: Path) -> str | None:
+    """``"replay"`` for a reservoir shard, ``"recent"`` for any other shard, None if unreadable."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(len(SHARD_MAGIC))
+    except OSError:
+        return None
+    return "replay" if magic == REPLAY_MAGIC else "recent"
 
 
 # ------------------------------------------------------------------- records
@@ -174,7 +186,7 @@ def read_shard(path: Path, start: int, limit: int | None = None) -> Parsed:
     if start == 0:
         if len(data) < len(SHARD_MAGIC):
             return Parsed([], [], 0, bool(data))  # crashed (or still busy) creating the shard
-        if data[:len(SHARD_MAGIC)] != SHARD_MAGIC:
+        if data[:len(SHARD_MAGIC)] not in (SHARD_MAGIC, REPLAY_MAGIC):
             return Parsed([], [(0, "not a feedback shard (no magic): the whole file is skipped")], -1, False)
         offset = len(SHARD_MAGIC)
     parsed = Parsed([], [], start, False)

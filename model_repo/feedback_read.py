@@ -12,6 +12,11 @@ was appended since it last looked (the gateway's metric and its fine-tune trigge
 ``after``/``through`` select rows by sequence number (``after < seq <= through``); a shard
 whose successor starts at or below ``after + 1`` holds nothing after ``after`` and is not
 opened (:func:`shards_for`).
+
+A compaction (:mod:`model_repo.feedback_compact`) may swap shards while a read goes on: a
+read first finishes a swap a dead compaction left, and reads again if a swap began meanwhile
+(:mod:`model_repo.feedback_journal`), so it never counts a row twice nor misses one the
+compaction kept.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import feedback_journal as journal
+from .errors import FeedbackError
 from .feedback_format import (INPUT_PREFIX, LABEL_KEY, SEQ_KEY, describe, first_sequence, list_shards, read_shard,
                               record_problem, row_sequences, schema)
 
 MAX_REASONS = 20  # reasons kept per read; the count is always exact
+MAX_READS = 10  # a swap takes milliseconds; ten in a row mean something else is wrong
 
 
 @dataclass
@@ -63,6 +71,19 @@ def shards_for(directory: str | os.PathLike[str], after: int | None = None,
     return chosen
 
 
+def _holding(shards: list[Path], wanted: np.ndarray | None) -> list[Path]:
+    """The shards that may hold one of ``wanted`` (sorted numbers): each holds numbers from
+    its name to below the next one's."""
+    if wanted is None or not shards:
+        return shards
+    if wanted.size == 0:
+        return []
+    firsts = np.array([first_sequence(p) for p in shards], np.int64)
+    owner = np.searchsorted(firsts, wanted, side="right") - 1
+    chosen = set(owner[owner >= 0].tolist()) | {i for i, f in enumerate(firsts) if f == 0}
+    return [shards[i] for i in sorted(chosen)]
+
+
 def _problem(arrays: dict[str, np.ndarray], numbered: bool) -> str | None:
     if numbered and SEQ_KEY not in arrays:
         return "a record without sequence numbers in a numbered shard"
@@ -70,10 +91,11 @@ def _problem(arrays: dict[str, np.ndarray], numbered: bool) -> str | None:
 
 
 def _records(directory: str | os.PathLike[str], after: int | None, through: int | None,
-             quarantine: list[str], read: list[str]) -> Iterator[tuple[str, float, dict[str, np.ndarray]]]:
+             quarantine: list[str], read: list[str],
+             wanted: np.ndarray | None = None) -> Iterator[tuple[str, float, dict[str, np.ndarray]]]:
     """(where, timestamp, arrays cut to the range) for each usable record; ("", 0, {}) for
     each torn tail."""
-    for shard in shards_for(directory, after, through):
+    for shard in _holding(shards_for(directory, after, through), wanted):
         read.append(shard.name)
         numbered = first_sequence(shard) > 0
         parsed = read_shard(shard, 0)
@@ -91,6 +113,8 @@ def _records(directory: str | os.PathLike[str], after: int | None, through: int 
                 keep &= seq > after
             if through is not None:
                 keep &= seq <= through
+            if wanted is not None:
+                keep &= np.isin(seq, wanted)
             where = f"{shard.name} byte {offset}"
             if keep.all():
                 yield where, timestamp, {**arrays, SEQ_KEY: seq}
@@ -99,15 +123,30 @@ def _records(directory: str | os.PathLike[str], after: int | None, through: int 
 
 
 def read_feedback(directory: str | os.PathLike[str], *, after: int | None = None,
-                  through: int | None = None) -> FeedbackData:
-    """Every usable row in ``directory`` with ``after < seq <= through``, in sequence order.
-    Never raises for a damaged record (see the module doc)."""
+                  through: int | None = None, sequences: np.ndarray | None = None) -> FeedbackData:
+    """Every usable row in ``directory`` with ``after < seq <= through`` (and, given
+    ``sequences``, only those numbers), in sequence order. Never raises for a damaged
+    record (see the module doc)."""
+    wanted = None if sequences is None else np.unique(np.asarray(sequences, np.int64))
+    for _ in range(MAX_READS):
+        seen = journal.settle(Path(directory))
+        try:
+            data = _read_once(directory, after, through, wanted)
+        except FileNotFoundError:
+            continue  # a swap removed a shard under us
+        if journal.unchanged(Path(directory), seen):
+            return data
+    raise FeedbackError(f"{directory}: the store changed under {MAX_READS} reads in a row")
+
+
+def _read_once(directory: str | os.PathLike[str], after: int | None, through: int | None,
+               wanted: np.ndarray | None) -> FeedbackData:
     quarantine: list[str] = []
     opened: list[str] = []
     found: list[tuple[str, tuple, float, dict[str, np.ndarray]]] = []
     tally = _Tally()
     torn = 0
-    for where, timestamp, arrays in _records(directory, after, through, quarantine, opened):
+    for where, timestamp, arrays in _records(directory, after, through, quarantine, opened, wanted):
         if not arrays:
             torn += 1
             continue
@@ -143,6 +182,7 @@ class FeedbackScan:
         self._restart()
 
     def _restart(self) -> None:
+        self._generation = journal.generation(self.directory)
         self._next: dict[str, int] = {}  # shard -> where its next read starts; -1: foreign
         self._bad = 0
         self._tally = _Tally()
@@ -173,6 +213,19 @@ class FeedbackScan:
                    zip(self._last[start:], self._rows[start:], self._kinds[start:]) if kind == winner)
 
     def update(self) -> int:
+        for _ in range(MAX_READS):
+            if journal.settle(self.directory) != self._generation:
+                self._restart()  # a compaction rewrote shards (perhaps under the same names)
+            try:
+                self._update_once()
+            except FileNotFoundError:
+                self._generation = -1  # a swap removed a shard under us: count again
+                continue
+            if journal.unchanged(self.directory, self._generation):
+                break
+        return self.quarantined
+
+    def _update_once(self) -> None:
         shards = list_shards(self.directory)
         if not self._next.keys() <= {p.name for p in shards}:
             self._restart()  # a shard was removed: what it held no longer counts
@@ -191,7 +244,6 @@ class FeedbackScan:
                     problems.append((offset, problem))
             self._bad += len(problems)
             self.reasons = (self.reasons + [f"{shard.name} byte {o}: {w}" for o, w in problems])[-MAX_REASONS:]
-        return self.quarantined
 
     def _count(self, arrays: dict[str, np.ndarray]) -> None:
         kind, rows = schema(arrays), int(arrays[LABEL_KEY].shape[0])
