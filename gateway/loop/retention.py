@@ -75,14 +75,14 @@ def feedback_rows(directory: Path) -> dict[str, int]:
 
 class RetentionDuty:
     def __init__(self, registry: Registry, settings: Settings, *, is_leader: Callable[[], bool],
-                 decisions: Callable[[], int], jobs_dir: Path | None, running_job: Callable[[str], str | None],
+                 decisions: Callable[[], int], jobs_dir: Path | None, running_jobs: Callable[[], dict[str, str]],
                  poll_seconds: float) -> None:
         self.repo = registry.repo
         self.settings = settings
         self.is_leader = is_leader
         self.decisions = decisions  # canaries decided by this process so far: a change runs a pass
         self.jobs_dir = jobs_dir
-        self.running_job = running_job
+        self.running_jobs = running_jobs  # model -> its running job's id (the job manager's records)
         self.poll_seconds = poll_seconds
         self.interval = settings.loop.retention_interval_seconds
         self.usage: dict[str, dict[str, dict[str, int]]] = {}  # model -> part -> {"bytes", "files"}
@@ -101,16 +101,17 @@ class RetentionDuty:
                 await self._task
 
     async def _run(self) -> None:
-        last, seen = float("-inf"), self.decisions()
+        last, seen, led = float("-inf"), self.decisions(), False
         while True:
-            decided = self.decisions()
-            if time.monotonic() - last >= self.interval or decided != seen:
+            decided, leader = self.decisions(), self.is_leader()
+            # A new leader applies retention at once: its predecessor may have died mid-pass.
+            if time.monotonic() - last >= self.interval or decided != seen or (leader and not led):
                 seen, last = decided, time.monotonic()
-                running = {m: self.running_job(m) for m in self._models()}
                 try:
-                    await asyncio.to_thread(self.run_pass, self.is_leader(), running)
+                    await asyncio.to_thread(self.run_pass, leader, self.running_jobs())
                 except Exception:  # noqa: BLE001 - a failed pass must not end the duty
                     log.exception("retention pass failed; the next one retries")
+            led = leader
             await asyncio.sleep(self.poll_seconds)
 
     def _models(self) -> list[str]:
@@ -119,7 +120,7 @@ class RetentionDuty:
         except OSError:
             return []
 
-    def run_pass(self, leader: bool, running: dict[str, str | None]) -> None:
+    def run_pass(self, leader: bool, running: dict[str, str]) -> None:
         """Apply retention (the leader only), then measure every model (blocking)."""
         if leader:
             self._count("*", "requests", gc_requests(self.repo.root, self.settings.loop.retention_stale_seconds))

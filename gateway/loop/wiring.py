@@ -94,7 +94,7 @@ class Loop:
         self.retention = RetentionDuty(registry, settings, is_leader=is_leader,
                                        decisions=lambda: sum(self.canary.decisions.values()),
                                        jobs_dir=settings.loop.jobs_dir or Path(settings.repo).absolute() / ".jobs",
-                                       running_job=lambda m: self.jobs.running.get(m),
+                                       running_jobs=lambda: dict(self.jobs.running),
                                        poll_seconds=leader.poll_seconds)
         metrics_registry.register(RetentionCollector(self.retention))
 
