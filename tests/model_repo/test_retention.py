@@ -12,7 +12,7 @@ from pathlib import Path
 
 from model_repo import PROMOTED, REJECTED, Repository
 from model_repo.canary_state import decision_report
-from model_repo.loop_gc import disk_usage, gc_capture, gc_drift, gc_evidence, gc_jobs, gc_requests
+from model_repo.loop_gc import disk_usage, gc_capture, gc_drift, gc_evidence, gc_jobs, gc_requests, gc_results
 from model_repo.retention import gc_versions, read_lineage, removed_versions, versions_to_keep
 
 from .conftest import publish_bytes
@@ -140,6 +140,14 @@ def test_the_loops_other_files_are_bounded(repo: Repository, tmp_path: Path) -> 
     assert sorted(p.name for p in gc_capture(repo.model_dir("m"), 3600)) == ["dead-instance",
                                                                             "seg-00000003.labelled"]
     assert sorted(p.name for p in (repo.model_dir("m") / ".capture").iterdir()) == ["live-instance"]
+    # Cluster jobs' outcome files, one per job: the newest keep_jobs stay; the trainer's own
+    # report (.training: metrics.json, curve.png) is rewritten by every job, so left alone.
+    results = repo.model_dir("m") / ".finetune"
+    results.mkdir()
+    for i in range(8):
+        (results / f"job-{i}.json").write_text("{}")
+        os.utime(results / f"job-{i}.json", (1000 + i, 1000 + i))
+    assert [p.name for p in gc_results(repo.model_dir("m"), keep=5)] == ["job-0.json", "job-1.json", "job-2.json"]
     after = disk_usage(repo, "m")
     assert (before["jobs"]["files"], after["jobs"]["files"]) == (30 * 2 + 2, 5 * 2 + 2)
     assert after["evidence"]["files"] == 1 and after["capture"]["files"] == 1
