@@ -22,6 +22,7 @@ from ..core.errors import BadRequest, InferenceError, LoadError
 from ..settings import RuntimeSettings
 from . import warmup
 from .base import Runtime
+from .memory import release_freed_memory
 from .providers import CUDA, ProviderChoice, choose_provider
 from .session_options import session_options
 from .workers import Workers
@@ -168,3 +169,4 @@ class OnnxRuntime(Runtime):
             # Waiting for the worker threads would block the loop; wait in a thread instead.
             await asyncio.to_thread(workers.shutdown)
         self._session = None
+        await asyncio.to_thread(release_freed_memory)  # see runtime/memory.py: what it measured
