@@ -152,4 +152,7 @@ class RetentionDuty:
         directory = feedback_dir(self.repo.root, model)
         if module is None or not directory.is_dir():
             return
-        module.compact_feedback(directory, feedback_policy(module, loop))
+        try:
+            module.compact_feedback(directory, feedback_policy(module, loop))
+        except Exception:  # noqa: BLE001 - compaction is crash-safe by design; versions and files still get their pass
+            log.exception("model %s: feedback compaction failed; the next pass retries", model)
