@@ -28,6 +28,7 @@ from typing import Any
 
 from model_repo.errors import RepositoryError
 from model_repo.feedback import feedback_dir, last_sequence
+from model_repo.feedback_read import FeedbackScan
 from model_repo.loop_gc import disk_usage, gc_model, gc_requests
 from model_repo.retention import RetentionPolicy
 
@@ -57,19 +58,24 @@ def _compaction() -> Any | None:
 
 
 def feedback_policy(module: Any, loop: LoopSettings) -> Any:
-    """``module.FeedbackPolicy`` built from the loop settings' fields of the same names (the
-    policy's other fields keep their defaults)."""
+    """``module.FeedbackPolicy`` built from the loop settings' fields named like its own, bare
+    or with a ``feedback_`` prefix (``max_rows`` or ``feedback_max_rows``); the policy's other
+    fields keep their defaults."""
     cls = module.FeedbackPolicy
-    names = inspect.signature(cls).parameters
-    return cls(**{n: getattr(loop, n) for n in names if n in LoopSettings.model_fields})
+    values = {}
+    for name in inspect.signature(cls).parameters:
+        for setting in (name, f"feedback_{name}"):
+            if setting in LoopSettings.model_fields:
+                values[name] = getattr(loop, setting)
+    return cls(**values)
 
 
-def feedback_rows(directory: Path) -> dict[str, int]:
+def feedback_rows(directory: Path, scan: Any | None = None) -> dict[str, int]:
     """Rows of a store by kind (``recent``, ``replay``): the compaction module's count when it
-    is there, else every row numbered so far counts as recent."""
+    is there (read incrementally through ``scan``), else every row numbered so far is recent."""
     module = _compaction()
     if module is not None and hasattr(module, "store_rows_by_kind"):
-        return {str(k): int(v) for k, v in module.store_rows_by_kind(directory).items()}
+        return {str(k): int(v) for k, v in module.store_rows_by_kind(directory, scan).items()}
     return {"recent": last_sequence(directory), "replay": 0}
 
 
@@ -89,6 +95,7 @@ class RetentionDuty:
         self.rows: dict[str, dict[str, int]] = {}  # model -> kind -> feedback rows
         self.removed: dict[tuple[str, str], int] = {}  # (model, kind) -> things removed by this process
         self.passes = 0
+        self._scans: dict[str, FeedbackScan] = {}  # model -> its store, counted incrementally (pass thread)
         self._task: asyncio.Task | None = None
 
     def begin(self) -> None:
@@ -134,12 +141,16 @@ class RetentionDuty:
                         self._count(model, kind, items)
                     self._compact(model, loop)
                 self.usage[model] = disk_usage(self.repo, model, self.jobs_dir)
-                self.rows[model] = feedback_rows(feedback_dir(self.repo.root, model))
+                directory = feedback_dir(self.repo.root, model)
+                if model not in self._scans:
+                    self._scans[model] = FeedbackScan(directory)
+                self.rows[model] = feedback_rows(directory, self._scans[model])
             except (RepositoryError, OSError) as exc:
                 log.warning("model %s: retention skipped this pass: %s", model, exc)
         for gone in set(self.usage) - set(self._models()):
             self.usage.pop(gone, None)
             self.rows.pop(gone, None)
+            self._scans.pop(gone, None)
         self.passes += 1
 
     def _count(self, model: str, kind: str, items: list) -> None:
