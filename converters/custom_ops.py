@@ -10,19 +10,11 @@ models pay nothing (docs/preprocessing-layers.md).
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import importlib.util
-import os
-from pathlib import Path
+from model_repo.custom_ops import CONFIG_KEY, EXTENSIONS, extensions_library
 
 from .errors import InvalidModelError
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
-# config.pbtxt parameter naming the custom-op library a model needs; the gateway reads the
-# same key (gateway/runtime/session_options.py).
-CONFIG_KEY = "custom_op_library"
-EXTENSIONS = "onnxruntime_extensions"
 
 
 def _nodes(graph):
@@ -77,28 +69,12 @@ def _output_shapes(model) -> None:
 
 
 def library_path() -> str:
-    """onnxruntime-extensions' shared library, loaded so that it keeps its own symbols; a
-    clear error when the package is not installed.
-
-    The package is found, not imported: importing it loads the library the ordinary way.
-    With TensorFlow loaded first (always, in a converter) that binds the library's regular
-    expression engine to TensorFlow's copy, and ``StringRegexReplace`` then silently replaces
-    nothing (measured: Keras' punctuation strip left "great!" whole, parity failed). Loaded
-    first with ``RTLD_DEEPBIND`` it uses its own; onnxruntime's later ``dlopen`` of the same
-    file gets this copy."""
-    spec = importlib.util.find_spec(EXTENSIONS)
-    found = sorted(Path(spec.submodule_search_locations[0]).glob("_extensions_pydll*.so")) if spec else []
-    if not found:
+    """onnxruntime-extensions' shared library (model_repo.custom_ops), or a clear error."""
+    path = extensions_library()
+    if path is None:
         raise InvalidModelError("the ONNX model uses onnxruntime-extensions' string ops (ai.onnx.contrib) "
                                 "but the package is not installed: pip install onnxruntime-extensions")
-    path = str(found[0])
-    _load_deep(path)
     return path
-
-
-@functools.cache
-def _load_deep(path: str) -> ctypes.CDLL:
-    return ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
 
 
 def session_options(extensions: bool):

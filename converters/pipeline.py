@@ -135,6 +135,13 @@ def _stage_version(work: _Work, repo: Repository, staged: Path, step) -> Manifes
     with step("publish", "publish"):
         config = triton.config_for(model, name, options.max_batch_size)
         custom_ops.mark_config(config, extensions)
+        if extensions and repo.has_model(name):
+            # An operator's config is kept on publish; the one thing a text version needs in it
+            # is added before the version appears (a numeric version 1 had no reason to say it).
+            existing = repo.read_config(name)
+            if custom_ops.CONFIG_KEY not in existing.parameters:
+                custom_ops.mark_config(existing, True)
+                repo.write_config(name, existing)
         if options.class_names:
             attach_labels(config, repo.model_dir(name), options.class_names)
         fields = dict(options.manifest_fields)

@@ -8,17 +8,9 @@ numeric model's sessions pay nothing for it (docs/preprocessing-layers.md).
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import importlib.util
-import os
-from pathlib import Path
+from model_repo.custom_ops import CONFIG_KEY, KNOWN, extensions_library
 
 from ..core.errors import LoadError
-
-CONFIG_KEY = "custom_op_library"
-EXTENSIONS = "onnxruntime_extensions"
-KNOWN = (EXTENSIONS,)
 
 
 def register(options, params: dict[str, str], where: str) -> None:
@@ -28,25 +20,8 @@ def register(options, params: dict[str, str], where: str) -> None:
         return
     if wanted not in KNOWN:
         raise LoadError(f"{where}: parameter {CONFIG_KEY} is {wanted!r}; the gateway knows {', '.join(KNOWN)}")
-    options.register_custom_ops_library(extensions_library(where))
-
-
-def extensions_library(where: str) -> str:
-    """The library's path, loaded first with ``RTLD_DEEPBIND`` so that it keeps its own
-    symbols. The package is found, not imported (importing it loads the library the ordinary
-    way): in a process that loaded TensorFlow before (a test, a notebook), the ordinary load
-    binds the library's regular expressions to TensorFlow's copy and ``StringRegexReplace``
-    silently replaces nothing (measured)."""
-    spec = importlib.util.find_spec(EXTENSIONS)
-    found = sorted(Path(spec.submodule_search_locations[0]).glob("_extensions_pydll*.so")) if spec else []
-    if not found:
+    path = extensions_library()
+    if path is None:
         raise LoadError(f"{where}: the model needs onnxruntime-extensions' custom ops (config parameter "
                         f"{CONFIG_KEY}), which are not installed: pip install onnxruntime-extensions")
-    path = str(found[0])
-    _load_deep(path)
-    return path
-
-
-@functools.cache
-def _load_deep(path: str) -> ctypes.CDLL:
-    return ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
+    options.register_custom_ops_library(path)
