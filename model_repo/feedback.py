@@ -6,7 +6,8 @@ holding append-only shards of checksummed records (their bytes and names:
 ``model_repo.feedback_format``); reading is :mod:`model_repo.feedback_read`.
 
 Inputs are stored under their tensor names (``"in:<name>"``), labels as ``"label"``; each
-record holds a batch (first axis) of one or more examples. A record's *schema* is the names,
+record holds a batch (first axis) of one or more examples. Text inputs (str or bytes objects)
+are stored as UTF-8 and read back as object arrays of ``str`` (``feedback_format``). A record's *schema* is the names,
 dtypes and per-row shapes of its arrays; the gateway stores labels in one canonical form per
 model (``gateway.labels``), so the records of one model share one schema.
 
@@ -39,8 +40,8 @@ import numpy as np
 
 from .durable import exclusive_lock, fsync_path
 from .errors import FeedbackCorrupt, FeedbackError
-from .feedback_format import (INPUT_PREFIX, LABEL_KEY, SEQ_KEY, SHARD_MAGIC, encode_record, first_sequence,
-                              list_shards, read_shard, record_problem, shard_name)
+from .feedback_format import (INPUT_PREFIX, LABEL_KEY, SEQ_KEY, SHARD_MAGIC, encode_record, encode_text,
+                              first_sequence, is_text, list_shards, read_shard, record_problem, shard_name)
 from .feedback_read import FeedbackData, FeedbackScan, read_feedback
 
 __all__ = ["DEFAULT_MAX_SHARD_BYTES", "FEEDBACK_DIR", "LABEL_KEY", "SHARD_MAGIC", "FeedbackCorrupt",
@@ -65,8 +66,11 @@ def _check_record(inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> dict[
     arrays = {}
     for name, value in inputs.items():
         array = np.asarray(value)
-        if array.dtype.hasobject:
-            raise FeedbackError(f"input {name!r}: object arrays cannot be stored")
+        if is_text(array):  # a BYTES input: stored as UTF-8 fixed-width bytes (feedback_format)
+            try:
+                array = encode_text(array)
+            except ValueError as exc:
+                raise FeedbackError(f"input {name!r}: {exc}") from None
         if array.ndim == 0 or array.shape[0] != labels.shape[0]:
             raise FeedbackError(
                 f"input {name!r} has shape {array.shape} but labels have {labels.shape[0]} rows")

@@ -10,9 +10,16 @@
     array                    u16 name length | name (utf-8) | u32 npy length | .npy bytes
 
 A record's arrays are its inputs (``in:<name>``), its labels (``label``) and its rows'
-sequence numbers (``seq``, int64, one per row). Shards written before sequence numbers
-existed are named with 8 digits (``shard-00000001.tgfb``) and hold no ``seq``: their rows
-read as sequence 0, before every numbered row.
+sequence numbers (``seq``, int64, one per row). Shards written before sequence
+numbers existed are named with 8 digits (``shard-00000001.tgfb``) and hold no ``seq``: their
+rows read as sequence 0, before every numbered row.
+
+Text inputs (a model's BYTES tensors) are stored without pickle as numpy fixed-width bytes
+(``S<width>``, each element UTF-8, the width the record's longest element) and read back as
+object arrays of ``str``: what onnxruntime and a Keras string input both take. The width is
+no part of a record's schema (two records of texts of different lengths are one schema); an
+element that is not UTF-8 makes its record malformed (quarantined). numpy's ``S`` type drops
+trailing NUL bytes, so a text ending in ``"\\0"`` is refused when stored rather than changed.
 
 A parse never raises on what it reads: a record that fails its checksum, or bytes that are no
 record, with a good record after them, and a well-framed payload that does not decode are
@@ -98,13 +105,59 @@ def record_problem(arrays: Mapping[str, np.ndarray]) -> str | None:
 
 
 def schema(arrays: Mapping[str, np.ndarray], rows: bool = False) -> tuple:
-    """Names, dtypes and per-row shapes (whole shapes with ``rows``); sequence numbers aside."""
-    return tuple(sorted((k, a.dtype.str, a.shape if rows else a.shape[1:])
+    """Names, dtypes and per-row shapes (whole shapes with ``rows``); sequence numbers aside.
+    Text is one dtype whatever its width or form (``S``, ``U``, objects)."""
+    return tuple(sorted((k, TEXT if is_text(a) else a.dtype.str, a.shape if rows else a.shape[1:])
                         for k, a in arrays.items() if k != SEQ_KEY))
 
 
 def describe(schema: tuple) -> str:
-    return ", ".join(f"{name} {np.dtype(dtype).name}{list(shape)}" for name, dtype, shape in schema)
+    return ", ".join(f"{name} {dtype if dtype == TEXT else np.dtype(dtype).name}{list(shape)}"
+                     for name, dtype, shape in schema)
+
+
+# ------------------------------------------------------------------- text
+TEXT = "text"  # a text array's dtype in a schema
+
+
+def is_text(array: np.ndarray) -> bool:
+    return array.dtype.kind in "OSU"
+
+
+def encode_text(array: np.ndarray) -> np.ndarray:
+    """``array`` (str or bytes objects, numpy unicode or bytes) as UTF-8 fixed-width bytes;
+    ValueError for an element that is no text, not UTF-8, or ends in NUL (see the module doc)."""
+    if array.dtype.kind == "S":
+        decode_text(array)  # the check alone: its elements are already bytes
+        return array
+    encoded = []
+    for i, item in enumerate(array.reshape(-1)):
+        try:
+            if isinstance(item, str):
+                raw = item.encode("utf-8")  # a lone surrogate raises here
+            elif isinstance(item, bytes):
+                raw = bytes(item)
+                raw.decode("utf-8")
+            else:
+                raise ValueError(f"element {i} is {type(item).__name__}, not text")
+        except UnicodeError as exc:
+            raise ValueError(f"element {i} is not UTF-8 text: {exc}") from None
+        if raw.endswith(b"\0"):
+            raise ValueError(f"element {i} ends in a NUL byte, which numpy's fixed-width bytes would drop")
+        encoded.append(raw)
+    # Width 1 at least: a zero-width dtype has no bytes to store (and the reader refuses it).
+    width = max(1, max(map(len, encoded), default=1))
+    return np.array(encoded, dtype=f"S{width}").reshape(array.shape)
+
+
+def decode_text(array: np.ndarray) -> np.ndarray:
+    """Stored text (``S`` or ``U``) as an object array of ``str``; ValueError if not UTF-8."""
+    out = np.empty(array.shape, dtype=object)
+    try:
+        out.reshape(-1)[:] = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in array.reshape(-1)]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"text that is not UTF-8: {exc}") from None
+    return out
 
 
 def row_sequences(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -118,6 +171,8 @@ def encode_record(arrays: Mapping[str, np.ndarray], timestamp: float) -> bytes:
     out.write(struct.pack("<dH", timestamp, len(arrays)))
     for name, array in arrays.items():
         raw = io.BytesIO()
+        if is_text(array):
+            array = encode_text(array)  # what a reader decoded (compaction rewrites it) goes back as bytes
         # allow_pickle=False: object arrays are refused, so reading never unpickles.
         np.save(raw, np.ascontiguousarray(array), allow_pickle=False)
         encoded_name = name.encode()
@@ -141,7 +196,8 @@ def _decode(payload: memoryview) -> tuple[float, dict[str, np.ndarray]]:
             offset += 4
             if offset + npy_len > len(payload) or name in arrays:
                 raise ValueError(f"array {name!r} runs past the record or appears twice")
-            arrays[name] = _load_npy(payload[offset:offset + npy_len])
+            array = _load_npy(payload[offset:offset + npy_len])
+            arrays[name] = decode_text(array) if is_text(array) else array
             offset += npy_len
     except (struct.error, UnicodeDecodeError, EOFError, OSError) as exc:
         raise ValueError(str(exc)) from None
