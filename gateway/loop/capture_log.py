@@ -16,7 +16,9 @@ live and die with their segment: two files per segment, whatever the number of l
 
 Record: ``u32 length | u32 crc32 | payload``; payload: ``u32 header length | header JSON
 ({"id", "version", "predicted"}) | .npz of the inputs``. The id sits at the front, so an index
-reads a record's first bytes and skips its inputs.
+reads a record's first bytes and skips its inputs. Text (BYTES) inputs are kept as the
+feedback store keeps them, UTF-8 fixed-width bytes (``model_repo.feedback_format``), so
+reading a capture never unpickles, and come back as object arrays of str.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from model_repo.feedback_format import decode_text, encode_text, is_text
 
 from .capture_claims import ClaimLogs, legacy_dir, log_path
 
@@ -64,11 +68,18 @@ def check_instance(instance: str) -> str:
     return instance
 
 
+def input_bytes(inputs: dict[str, np.ndarray]) -> int:
+    """What ``inputs`` hold, for the capture's byte bound: a text array's object pointers say
+    nothing of its texts' size, so those count their characters."""
+    return sum(sum(len(x) for x in a.reshape(-1)) if a.dtype.hasobject else a.nbytes for a in inputs.values())
+
+
 def encode(request_id: str, item: Captured) -> bytes:
     header = json.dumps({"id": request_id, "version": item.version,
                          "predicted": None if item.predicted is None else item.predicted.tolist()}).encode()
     blob = io.BytesIO()
-    np.savez(blob, **item.inputs)
+    # savez would pickle an object array; text goes as UTF-8 bytes (ValueError if it is none).
+    np.savez(blob, **{k: encode_text(a) if is_text(a) else a for k, a in item.inputs.items()})
     payload = struct.pack("<I", len(header)) + header + blob.getvalue()
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
@@ -78,8 +89,9 @@ def decode(payload: bytes) -> tuple[str, Captured]:
     header = json.loads(payload[4:4 + n])
     with np.load(io.BytesIO(payload[4 + n:]), allow_pickle=False) as npz:
         inputs = {k: npz[k] for k in npz.files}
+    inputs = {k: decode_text(a) if is_text(a) else a for k, a in inputs.items()}
     predicted = None if header["predicted"] is None else np.asarray(header["predicted"])
-    return header["id"], Captured(int(header["version"]), inputs, predicted, sum(a.nbytes for a in inputs.values()))
+    return header["id"], Captured(int(header["version"]), inputs, predicted, input_bytes(inputs))
 
 
 def segments(directory: Path) -> list[Path]:

@@ -36,6 +36,7 @@ from ..settings import Settings
 from .canary import CanaryController
 from .capture import (CAPTURE_DIR, STALE_AFTER_SECONDS, Captured, CaptureStore, captured_feeds, check_instance,
                       predicted_classes)
+from .capture_log import input_bytes
 from .labels import LabelSpec, check_labels, expect_label, label_spec
 from .leadership import process_identity
 from .settings import LoopSettings
@@ -93,7 +94,7 @@ class FeedbackService:
             feeds = {k: v[np.newaxis] for k, v in feeds.items()}
             outputs = {k: v[np.newaxis] for k, v in outputs.items()}
         item = Captured(version, feeds, predicted_classes(outputs, names),
-                        sum(a.nbytes for a in feeds.values()))
+                        input_bytes(feeds))
         store = self._capture_store(model, settings)
         future = asyncio.get_running_loop().run_in_executor(self._capture_thread, store.put, request_ids, item)
         self._pending_captures.add(future)
