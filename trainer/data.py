@@ -9,7 +9,9 @@ name: ``features`` (default: every column but the label; for .npz the array ``x`
 The digest is over the arrays' content, not the files, so the same data in two formats
 records the same lineage. Rows read from a feedback store keep their sequence numbers
 (``Dataset.seq``; -1 for rows from files), so a job can record exactly which rows it
-trained on and which it held out (``trainer.snapshot``).
+trained on and which it held out (``trainer.snapshot``). Given a :class:`trainer.mix.FeedbackMix`
+the model's own store is read as that bounded mix (recent rows, a replay sample, the golden
+set) rather than whole.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Part:
     store: Path | None = None  # a feedback store
     through: int | None = None  # the highest sequence number the read was bounded by
     own: bool = False  # the model's own store (its numbers are the loop's)
+    mix: dict | None = None  # the own store read as a bounded mix: what it held (trainer.mix)
 
 
 @dataclass
@@ -91,12 +94,13 @@ def _feedback_store(spec: str, repo_root: Path | None, model: str | None) -> Pat
 
 def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, label: str | None = None,
               repo_root: Path | None = None, model: str | None = None,
-              through: Mapping[str, int] | None = None) -> Dataset:
+              through: Mapping[str, int] | None = None, mix=None) -> Dataset:
     """Read and concatenate every source; raises :class:`DataError` with the file's name.
 
     ``through`` (store path -> a sequence number, :func:`model_repo.feedback.last_sequence`)
     pins what is read of a feedback store the gateway may still be appending to, so every
-    rank reads the same rows."""
+    rank reads the same rows. ``mix`` (a :class:`trainer.mix.FeedbackMix`) bounds what is
+    read of the model's own store, and adds its golden set."""
     if not paths:
         raise DataError("no data given (--data PATH...)")
     xs, ys, seqs, parts = [], [], [], []
@@ -104,7 +108,10 @@ def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, la
         store = _feedback_store(spec, repo_root, model)
         bound = None if store is None else (through or {}).get(str(store))
         own = store is not None and _is_own_store(store, repo_root, model)
-        if store is not None:
+        recorded = None
+        if own and mix is not None:
+            x, y, seq, recorded = _load_mix(store, features, bound, mix)
+        elif store is not None:
             x, y, seq = _load_feedback(store, features, bound)
             if not own:
                 seq = np.full(x.shape[0], -1, np.int64)  # numbers of another store say nothing of this model's
@@ -118,7 +125,9 @@ def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, la
         xs.append(x)
         ys.append(y)
         seqs.append(seq)
-        parts.append(Part(spec, int(x.shape[0]), Dataset(x, y, []).digest, store, bound, own))
+        parts.append(Part(spec, int(x.shape[0]), Dataset(x, y, []).digest, store, bound, own, recorded))
+    if mix is not None and mix.golden is not None and any(p.mix is not None for p in parts):
+        _add_golden(mix, features, xs, ys, seqs, parts)
     try:
         x, y = np.concatenate(xs), np.concatenate(ys)
     except ValueError as exc:
@@ -183,9 +192,9 @@ def _load_table(path: Path, features: Sequence[str] | None, label: str) -> tuple
     return x, table.column(label).to_numpy()
 
 
-def _load_feedback(directory: Path, features: Sequence[str] | None,
-                   through: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    data = read_feedback(directory, through=through)
+def _load_feedback(directory: Path, features: Sequence[str] | None, through: int | None = None, *,
+                   after: int | None = None, sequences=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data = read_feedback(directory, after=after, through=through, sequences=sequences)
     if data.quarantined:
         # Into the job's log (stdout): the job goes on with the rest, but someone should look.
         reasons = "; ".join(data.quarantine_reasons[:5])
@@ -202,6 +211,42 @@ def _load_feedback(directory: Path, features: Sequence[str] | None,
     if name not in data.inputs:
         raise DataError(f"{directory}: no input named {name!r} (it has {sorted(data.inputs)})")
     return data.inputs[name], data.labels, data.sequences
+
+
+def _load_mix(store: Path, features: Sequence[str] | None, through: int | None,
+              mix) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The recent rows and the replay sample of the model's own store (``trainer.mix``)."""
+    try:
+        replay = _load_feedback(store, features, None, sequences=mix.replay) if mix.replay else None
+    except DataError:
+        replay = (np.zeros((0,)),) * 3  # none of them left
+    if replay is not None and replay[2].shape[0] != len(mix.replay):
+        # A compaction thinned the sample since rank 0 chose it: ranks could disagree on rows.
+        raise DataError(f"feedback store {store}: {len(mix.replay) - replay[2].shape[0]} of the replay rows "
+                        "chosen for this job were compacted away meanwhile; start the job again")
+    try:
+        recent = _load_feedback(store, features, through, after=mix.after)
+    except DataError:
+        if replay is None:
+            raise
+        recent = None  # no new rows: a job started by hand rehearses
+    parts = [p for p in (replay, recent) if p is not None]
+    x, y, seq = (np.concatenate(column) for column in zip(*parts))
+    recent_rows = 0 if recent is None else int(recent[2].shape[0])
+    return x, y, seq, mix.record(recent_rows, through, None)
+
+
+def _add_golden(mix, features, xs: list, ys: list, seqs: list, parts: list) -> None:
+    from .mix import load_golden
+
+    x, y = load_golden(Path(mix.golden), mix.golden_rows, list(features or []), seed=0)
+    xs.append(x)
+    ys.append(y)
+    seqs.append(np.full(x.shape[0], -1, np.int64))
+    digest = Dataset(x, y, []).digest
+    parts.append(Part(f"golden:{mix.golden}", int(x.shape[0]), digest))
+    own = next(p for p in parts if p.mix is not None)
+    own.mix["golden"]["digest"] = digest
 
 
 def _features(x: np.ndarray) -> np.ndarray:

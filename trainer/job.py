@@ -101,10 +101,11 @@ def load_inputs(hvd, args: argparse.Namespace) -> Inputs:
     # every rank reads exactly that.
     stores = feedback_stores([*args.data, *(args.val_data or [])], repo_root=args.repo, model=args.model)
     through = {str(s): last_sequence(s) for s in stores} if hvd.rank() == 0 else None
-    through = broadcast_object(hvd, through) if stores else None
+    mix = plan_job_mix(args, base, through) if hvd.rank() == 0 else None
+    through, mix = broadcast_object(hvd, (through, mix)) if stores else (None, None)
     sources = dict(features=args.features, label=args.label, repo_root=args.repo, model=args.model,
                    through=through)
-    data = load_data(args.data, **sources)
+    data = load_data(args.data, **sources, mix=mix)
     if args.val_data:
         train_data, val_data = data, load_data(args.val_data, **sources)
     else:
@@ -117,6 +118,28 @@ def load_inputs(hvd, args: argparse.Namespace) -> Inputs:
     if gate.metric == "accuracy" and not objective.classification:
         raise DataError(f"--gate {args.gate}: accuracy needs a classifier; {objective.name} is not one")
     return Inputs(base, model, train_data, val_data, objective, gate)
+
+
+def plan_job_mix(args: argparse.Namespace, base, through: dict[str, int] | None):
+    """Rank 0's bounded mix of the model's own store (``trainer.mix``), or None: no
+    ``--max-rows``, or ``feedback:`` is not among the training data."""
+    from model_repo.feedback import feedback_dir
+    from model_repo.ledger import trained_through
+
+    from .data import feedback_stores
+    from .mix import golden_path, plan_mix
+
+    own = feedback_dir(args.repo, args.model)
+    trains_on_own = any(s.resolve() == own.resolve()
+                        for s in feedback_stores(args.data, repo_root=args.repo, model=args.model))
+    if not args.max_rows or not trains_on_own:
+        return None
+    pinned = (through or {}).get(str(own))
+    if pinned is None:
+        pinned = next((v for k, v in (through or {}).items() if Path(k).resolve() == own.resolve()), 0)
+    golden = golden_path(args.repo, args.model, args.golden, args.no_golden)
+    return plan_mix(own, through=pinned, base_through=trained_through(base.manifest), max_rows=args.max_rows,
+                    replay_fraction=args.replay_fraction, golden=golden, seed=args.seed)
 
 
 def fine_tune(hvd, args: argparse.Namespace, threads: int, started_at: float) -> dict:

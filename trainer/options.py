@@ -20,6 +20,15 @@ JOB_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
     (("--features",), dict(type=lambda s: s.split(","), metavar="COL,...",
                            help="feature columns/arrays (default: all but the label; 'x' in .npz)")),
     (("--label",), dict(help="label column/array (default: 'label'; 'y' in .npz)")),
+    (("--max-rows",), dict(type=int, default=20_000, metavar="N",
+                           help="bound the rows a job reads of the model's own feedback store ('feedback:'): "
+                                "rows since the base version's snapshot, a replay sample of older rows and "
+                                "the golden set, N in all (0: read the whole store)")),
+    (("--replay-fraction",), dict(type=float, default=0.3, metavar="F",
+                                  help="share of the mix that rehearses older rows (replay and golden set)")),
+    (("--golden",), dict(metavar="PATH", help="the anchor set trained on with --max-rows "
+                                              "(default: <repo>/<model>/golden.npz when it exists)")),
+    (("--no-golden",), dict(action="store_true", help="train on no golden set")),
     (("--val-data",), dict(nargs="+", metavar="PATH", help="held-out data for the gate")),
     (("--val-split",), dict(type=float, default=0.2, metavar="F",
                             help="fraction of --data held out for the gate when --val-data is not given")),
@@ -90,6 +99,9 @@ def validate(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "average_every", "commit_every"):
         if getattr(args, name) < 1:
             raise DataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_rows < 0 or not 0.0 <= args.replay_fraction < 1.0:
+        raise DataError(f"--max-rows must be >= 0 and --replay-fraction in [0, 1), got {args.max_rows} "
+                        f"and {args.replay_fraction}")
     if args.lr <= 0:
         raise DataError(f"--lr must be > 0, got {args.lr}")
     if args.cycle_time_ms <= 0 or args.fusion_threshold_mb < 0:

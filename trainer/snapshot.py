@@ -26,13 +26,16 @@ def data_snapshot(train: Dataset, val: Dataset) -> dict[str, Any]:
         feedback = {"store": str(own[0].store), "first": min(first), "through": through,
                     "rows": int(sum(s.size for s in seqs)),
                     "held_out": held_out_ranges(val.seq[val.seq >= 0]) if val.seq is not None else []}
+        if own[0].mix is not None:
+            # A bounded job: recent rows after ``mix.recent.after``, a replay sample of older
+            # ones (by era), and the golden set (trainer.mix).
+            feedback["mix"] = own[0].mix
     return {
         "feedback": feedback,
         "other_stores": [{"store": str(p.store), "rows": p.rows, "digest": p.digest}
                          for p in parts.values() if p.store is not None and not p.own],
         "files": {p.spec: p.digest for p in parts.values() if p.store is None},
     }
-
 
 
 def attempt(model_dir, snapshot: dict[str, Any], outcome: str, base_version: int, message: str) -> None:
