@@ -57,6 +57,26 @@ class LoopSettings(BaseModel):
     capture_max_bytes: ByteSize = ByteSize(64 * MiB)
     """Bytes of captured inputs kept per model, in memory and on disk."""
 
+    feedback_max_rows: int = Field(1_000_000, ge=1)
+    """Retention (``model_repo.feedback_compact``): rows a model's feedback store may hold
+    before the leader compacts it — the newest rows kept whole, older ones thinned to the
+    replay reservoir. Compaction goes down to 80% of this and of ``feedback_max_bytes``."""
+
+    feedback_max_bytes: ByteSize = ByteSize(1 << 30)
+    """Retention: bytes a model's feedback store may hold (1 GiB: about 1,700 rows of
+    224×224×3 float32 images; millions of 64 floats)."""
+
+    feedback_max_age_seconds: float = Field(30 * 86400.0, gt=0)
+    """Retention: rows older than this (30 days) are no longer kept whole; they compete for
+    the replay reservoir."""
+
+    feedback_recent_rows: int = Field(200_000, ge=1)
+    """Retention: at most this many of the newest rows are kept whole by a compaction."""
+
+    replay_reservoir_rows: int = Field(50_000, ge=0)
+    """Retention: the replay reservoir's size, a sample of every older row balanced over
+    eras of the store's history and over classes, so every past distribution keeps a voice."""
+
     # ---------------------------------------------------------- fine-tuning
     trigger: Literal["manual", "samples", "schedule", "drift"] = "manual"
     """When a fine-tune job starts: ``manual`` (``POST /v2/models/{m}/finetune`` only),
@@ -129,6 +149,15 @@ class LoopSettings(BaseModel):
 
     options: list[str] = []
     """Further ``tunegate finetune`` flags, e.g. ``["--epochs", "10"]``."""
+
+    train_max_rows: int = Field(20_000, ge=0)
+    """Rows a job reads of the model's feedback store (``tunegate finetune --max-rows``):
+    rows since its base version's data snapshot, a replay sample of older rows and the golden
+    set, so job time stays flat as the store ages. 0: every row."""
+
+    train_replay_fraction: float = Field(0.3, ge=0, lt=1)
+    """Share of a job's rows that rehearse older data (``--replay-fraction``): the replay
+    sample and the golden set."""
 
     # ---------------------------------------------------------------- drift
     drift: bool = True
