@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import feedback_journal as journal
-from .feedback_format import (LABEL_KEY, SEQ_KEY, encode_record, first_sequence, list_shards, read_shard, record_problem,
-                              schema, shard_kind)
+from .feedback_format import (LABEL_KEY, SEQ_KEY, encode_record, first_sequence, list_shards, read_shard,
+                              record_problem, schema, shard_kind)
 
 DEFAULT_ERAS = 16
 
@@ -109,8 +109,8 @@ def balanced_sample(seq: np.ndarray, label_class: np.ndarray, n: int, *, eras: i
     noise = rng.random(total)
     # The rank of each row within its (era, class): a random order of the rows of each pair.
     order = np.lexsort((noise, label_class, era))
-    pair = era[order] * (int(label_class.max()) + 1) + label_class[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(pair)) + 1]
+    changes = (np.diff(era[order]) != 0) | (np.diff(label_class[order]) != 0)
+    starts = np.r_[0, np.flatnonzero(changes) + 1]
     rank_in_class = np.arange(total) - np.repeat(starts, np.diff(np.r_[starts, total]))
     within = np.empty(total, np.int64)
     within[order] = rank_in_class
