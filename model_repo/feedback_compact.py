@@ -7,7 +7,7 @@ does nothing while the store is within its bounds. Beyond them it keeps the newe
 thins every older row — earlier reservoir rows included — to a reservoir of at most
 ``reservoir_rows``, balanced over eras and classes (:mod:`model_repo.feedback_sample`), so
 every past distribution keeps a voice. It compacts down to ``low_water`` of the bounds, so
-the next compaction waits for real growth.
+the next compaction waits for real growth or ageing.
 
 **What changes on disk.** The shards that held an older row (a prefix of the numbered shards,
 never the newest one: numbering continues from it) are replaced by at most two shards: the
@@ -58,7 +58,7 @@ class FeedbackPolicy:
     recent_rows: int = 200_000
     reservoir_rows: int = 50_000
     eras: int = DEFAULT_ERAS
-    low_water: float = 0.8  # compact down to this share of max_rows and max_bytes
+    low_water: float = 0.8  # compact down to this share of every bound (rows, bytes, recent rows, age)
 
     def __post_init__(self) -> None:
         if min(self.max_rows, self.max_bytes, self.recent_rows, self.eras) < 1 or self.reservoir_rows < 0:
@@ -156,14 +156,17 @@ def _plan(rows: RowMeta, policy: FeedbackPolicy, now: float, newest_first: int) 
     # A reservoir row mostly lands in a record of its own: it costs a one-row record.
     row_bytes = max(rows.one_row_bytes, 1.0)
     reservoir_cap = min(policy.reservoir_rows, int(policy.low_water * policy.max_bytes / 2 / row_bytes))
-    recent_cap = max(0, min(policy.recent_rows, int(policy.low_water * policy.max_rows) - reservoir_cap))
+    # Every bound is cut to low_water of itself, so the next compaction waits for real growth
+    # (or real ageing) instead of following every append.
+    recent_cap = max(0, min(int(policy.low_water * policy.recent_rows),
+                            int(policy.low_water * policy.max_rows) - reservoir_cap))
     bytes_cap = policy.low_water * policy.max_bytes - reservoir_cap * row_bytes
     recent = ~rows.replay
     seq, nbytes, stamp = rows.seq[recent], rows.nbytes[recent], rows.timestamp[recent]
     order = np.argsort(-seq, kind="stable")  # newest first
     seq, nbytes, stamp = seq[order], nbytes[order], stamp[order]
     fits = (np.arange(1, seq.size + 1) <= recent_cap) & (np.cumsum(nbytes) <= bytes_cap)
-    fits &= np.minimum.accumulate(stamp) >= now - policy.max_age_seconds
+    fits &= np.minimum.accumulate(stamp) >= now - policy.low_water * policy.max_age_seconds
     fits |= seq >= newest_first  # the newest shard is never rewritten
     first_out = np.flatnonzero(~fits)
     if not first_out.size:

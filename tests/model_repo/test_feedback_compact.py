@@ -224,3 +224,10 @@ def test_policy_from_settings_and_refusals():
         FeedbackPolicy(max_rows=0)
     with pytest.raises(ValueError):
         FeedbackPolicy(low_water=1.5)
+
+
+def test_a_compacted_store_is_not_compacted_again_until_it_grows(tmp_path):
+    _fill(tmp_path)
+    assert compact_feedback(tmp_path, POLICY, now=NOW)["compacted"]
+    _fill(tmp_path, records=10, start=400)  # 50 rows more: still within every bound
+    assert compact_feedback(tmp_path, POLICY, now=NOW)["reason"] == "within the policy"
