@@ -71,8 +71,21 @@ class Dataset:
         h = hashlib.sha256()
         for array in (self.x, self.y):
             h.update(f"{array.dtype.str}{array.shape}".encode())
-            h.update(np.ascontiguousarray(array).tobytes())
+            h.update(_content(array))
         return "sha256:" + h.hexdigest()
+
+
+def is_text(array: np.ndarray) -> bool:
+    return array.dtype.kind in "OSU"
+
+
+def _content(array: np.ndarray) -> bytes:
+    """The bytes a digest covers: an object array's own bytes are pointers, different in every
+    process, so text counts as its UTF-8, each element after its length."""
+    if not array.dtype.hasobject:
+        return np.ascontiguousarray(array).tobytes()
+    encoded = [str(t).encode() for t in array.reshape(-1)]
+    return b"".join(len(e).to_bytes(8, "little") + e for e in encoded)
 
 
 def feedback_stores(paths: Sequence[str], *, repo_root: Path | None = None, model: str | None = None) -> list[Path]:
@@ -250,9 +263,29 @@ def _add_golden(mix, features, xs: list, ys: list, seqs: list, parts: list) -> N
 
 
 def _features(x: np.ndarray) -> np.ndarray:
+    """Numbers as float32; text (a model's string input) as an object array of ``str``, which
+    the model's own preprocessing layers turn into numbers inside each step."""
+    if is_text(x):
+        return _text(x)
     if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
-        raise DataError(f"features must be numeric, got {x.dtype}")
+        raise DataError(f"features must be numeric or text, got {x.dtype}")
     return x.astype(np.float32, copy=False)
+
+
+def _text(x: np.ndarray) -> np.ndarray:
+    # The feedback store gives str already; a golden set's .npz gives numpy unicode or bytes.
+    out = np.empty(x.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, item in enumerate(x.reshape(-1)):
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"text feature {i} is not UTF-8 ({exc.reason})") from None
+        elif not isinstance(item, str):
+            raise DataError(f"features mix text and {type(item).__name__} (element {i})")
+        flat[i] = str(item)
+    return out
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
