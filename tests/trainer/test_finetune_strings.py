@@ -117,8 +117,8 @@ LOOP = {"trigger": "samples", "trigger_samples": 24, "np": 1, "data": ["feedback
         "options": ["--epochs", "1", "--batch-size", "8", "--gate", "loss:-1000"],
         # A fresh model with no history: start at the 24th row, no pacing, no evidence asked.
         "trigger_min_interval_seconds": 0, "trigger_backoff_seconds": 0, "trigger_min_accuracy_drop": None,
-        "capture": True, "shadow": False, "canary_fraction": 0.5, "canary_window_requests": 20,
-        "canary_min_requests": 5, "rollback_window_seconds": 0,
+        "capture": True, "shadow": True, "shadow_min_replay": 20, "canary_fraction": 0.5,
+        "canary_window_requests": 20, "canary_min_requests": 5, "rollback_window_seconds": 0,
         # Decided on errors and the window: a p99 verdict over a few requests on a loaded machine is chance.
         "max_p99_ratio": 1000.0, "p99_slack_ms": 60_000.0}
 
@@ -129,41 +129,52 @@ def _text_input(texts: np.ndarray) -> httpclient.InferInput:
     return tensor
 
 
+def _send_feedback(server, client, texts: np.ndarray, labels: np.ndarray) -> None:
+    """Half the rows sent with their texts over HTTP JSON, half labelled after an infer
+    (captured), in batches of 4."""
+    for start in range(0, len(labels), 4):
+        batch, truth = texts[start:start + 4], labels[start:start + 4].tolist()
+        label = {"name": "label", "datatype": "INT64", "shape": [len(truth)], "data": truth}
+        if start < len(labels) // 2:
+            doc = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(truth), 1],
+                               "data": batch.ravel().tolist()}, label]}
+        else:
+            client.infer(MODEL, [_text_input(batch)], request_id=f"t{start}")
+            doc = {"parameters": {"request_id": f"t{start}"}, "inputs": [label]}
+        status, body = server.json("POST", f"/v2/models/{MODEL}/feedback", doc)
+        assert status == 200, body
+
+
 def test_the_loop_on_a_text_model_from_feedback_to_a_decided_canary(text_repo, tmp_path, needs_horovod):
     texts, labels = labelled_texts(24, seed=1)
+    golden_texts, golden_labels = labelled_texts(16, seed=2)
+    # A golden set of texts (numpy unicode, as np.savez writes str): shadow scores both versions
+    # on it, and the job's mix trains on it too.
+    np.savez(text_repo.model_dir(MODEL) / "golden.npz", text=golden_texts.astype(str), label=golden_labels)
     settings = make_settings(text_repo.root, loop={**LOOP, "jobs_dir": str(tmp_path / "jobs")})
     with serve(settings) as server, contextlib.closing(server.client()) as client:
-        # Half the rows sent with their texts over HTTP JSON, half labelled after an infer
-        # (captured), in batches of 4.
-        for start in range(0, 24, 4):
-            batch, truth = texts[start:start + 4], labels[start:start + 4].tolist()
-            label = {"name": "label", "datatype": "INT64", "shape": [4], "data": truth}
-            if start < 12:
-                doc = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [4, 1],
-                                   "data": batch.ravel().tolist()}, label]}
-            else:
-                client.infer(MODEL, [_text_input(batch)], request_id=f"t{start}")
-                doc = {"parameters": {"request_id": f"t{start}"}, "inputs": [label]}
-            status, body = server.json("POST", f"/v2/models/{MODEL}/feedback", doc)
-            assert status == 200, body
+        for i in range(20):  # traffic the candidate's shadow phase replays (captured, unlabelled)
+            client.infer(MODEL, [_text_input(golden_texts[i % 16:i % 16 + 1])], request_id=f"r{i}")
+        _send_feedback(server, client, texts, labels)
         wait_for(lambda: 2 in text_repo.list_versions(MODEL), what="the triggered job's version", timeout=420)
         manifest = text_repo.read_manifest(MODEL, 2)
         assert manifest.parent_version == 1 and trained_through(manifest) == 24
         assert manifest.parity["passed"] and manifest.parity["inputs"] == "sample and generated text"
+        assert manifest.extra["data_snapshot"]["feedback"]["mix"]["golden"]["rows"] > 0
 
         def canary() -> dict:
             return server.json("GET", f"/v2/models/{MODEL}/canary")[1]
 
-        wait_for(lambda: canary().get("canary", {}).get("version") == 2, what="version 2 on trial")
-        seen = set()
-        for i in range(300):
+        for i in range(300):  # requests until the canary is decided (the shadow phase comes first)
             if canary().get("last_canary"):
                 break
             answer = client.infer(MODEL, [_text_input(texts[i % 24:i % 24 + 1])])
-            seen.add(answer.get_response()["model_version"])
             assert answer.as_numpy("probs").shape == (1, 2)
         last = canary()["last_canary"]
-        assert last["version"] == 2 and last["state"] == "promoted", last
-        assert "2" in seen
-        wait_for(lambda: client.get_model_metadata(MODEL)["versions"] == ["2"], what="version 1 retired")
+        assert last["version"] == 2 and last["state"] in ("promoted", "rolled_back"), last
+        shadow = text_repo.read_manifest(MODEL, 2).extra["shadow"]
+        assert shadow["replay"]["requests"] >= 20 and shadow["golden"]["examples"] == 16, shadow
+        print("decided:", last["state"], last["reason"], "shadow:", shadow["reason"] or shadow["status"])
+        if last["state"] == "promoted":
+            wait_for(lambda: client.get_model_metadata(MODEL)["versions"] == ["2"], what="version 1 retired")
     assert len(list((tmp_path / "jobs").iterdir())) == 1
