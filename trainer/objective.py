@@ -34,6 +34,12 @@ def _output_activation(model) -> str:
 def check_inputs(model, x: np.ndarray, where: str) -> None:
     if len(model.inputs) != 1:
         raise DataError(f"the model has {len(model.inputs)} inputs; the trainer feeds one")
+    # Text features for a model that takes numbers (or the reverse) would fail deep inside
+    # TensorFlow's first step; say it here in one line.
+    takes_text = str(model.inputs[0].dtype) == "string"
+    if (x.dtype.kind in "OSU") != takes_text:
+        raise DataError(f"{where}: {'text' if x.dtype.kind in 'OSU' else 'numeric'} features, but the model "
+                        f"input takes {'text' if takes_text else 'numbers'}")
     expected = tuple(model.inputs[0].shape[1:])
     if len(expected) != x.ndim - 1 or any(e is not None and e != a for e, a in zip(expected, x.shape[1:])):
         raise DataError(f"{where}: features of shape {x.shape[1:]} per example do not fit the "

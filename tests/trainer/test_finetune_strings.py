@@ -178,3 +178,21 @@ def test_the_loop_on_a_text_model_from_feedback_to_a_decided_canary(text_repo, t
         if last["state"] == "promoted":
             wait_for(lambda: client.get_model_metadata(MODEL)["versions"] == ["2"], what="version 1 retired")
     assert len(list((tmp_path / "jobs").iterdir())) == 1
+
+
+def test_text_features_for_a_numeric_model_or_numbers_for_a_text_model_are_one_line():
+    import keras
+
+    from trainer.errors import DataError
+    from trainer.objective import check_inputs
+
+    text_model = keras.Model(*(lambda t: (t, keras.layers.TextVectorization(max_tokens=10)(t)))(
+        keras.Input((1,), dtype="string")))
+    numeric_model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2)])
+    texts = np.array([["a text"]], dtype=object)
+    check_inputs(text_model, texts, "training data")
+    check_inputs(numeric_model, np.zeros((1, 1), np.float32), "training data")
+    with pytest.raises(DataError, match="training data: text features, but the model input takes numbers"):
+        check_inputs(numeric_model, texts, "training data")
+    with pytest.raises(DataError, match="numeric features, but the model input takes text"):
+        check_inputs(text_model, np.zeros((1, 1), np.float32), "training data")
