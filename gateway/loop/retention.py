@@ -4,7 +4,7 @@ Every ``retention_interval_seconds`` (server-wide), and after each canary this p
 decides, the elected leader applies each model's retention (``model_repo.loop_gc.gc_model``:
 old versions with their lineage logged, finished job directories, decided canaries'
 evidence, files of processes long gone), the repository-wide leader-request box, and the
-feedback store's compaction (``model_repo.feedback_compact``, when that module is there). One
+feedback store's compaction (``model_repo.feedback_compact``). One
 process only, because removing is a decision: two leaders would agree, but a follower could
 remove what a newer plan it has not read yet still needs.
 
@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from model_repo.errors import RepositoryError
-from model_repo.feedback import feedback_dir, last_sequence
+from model_repo.feedback import feedback_dir
+from model_repo.feedback_compact import FeedbackPolicy, compact_feedback, store_rows_by_kind
 from model_repo.feedback_read import FeedbackScan
 from model_repo.loop_gc import disk_usage, gc_model, gc_requests
 from model_repo.retention import RetentionPolicy
@@ -38,45 +36,9 @@ from .settings import LoopSettings
 
 log = logging.getLogger("tunegate.retention")
 
-_COMPACT_MODULE = "model_repo.feedback_compact"
-
-
 def retention_policy(loop: LoopSettings) -> RetentionPolicy:
     return RetentionPolicy(keep_versions=loop.keep_versions, keep_jobs=loop.keep_jobs,
                            stale_seconds=loop.retention_stale_seconds)
-
-
-def _compaction() -> Any | None:
-    """The feedback compaction module, or None while it does not exist (it is another part of
-    the same work; this duty runs without it)."""
-    try:
-        return importlib.import_module(_COMPACT_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != _COMPACT_MODULE:
-            raise
-        return None
-
-
-def feedback_policy(module: Any, loop: LoopSettings) -> Any:
-    """``module.FeedbackPolicy`` built from the loop settings' fields named like its own, bare
-    or with a ``feedback_`` prefix (``max_rows`` or ``feedback_max_rows``); the policy's other
-    fields keep their defaults."""
-    cls = module.FeedbackPolicy
-    values = {}
-    for name in inspect.signature(cls).parameters:
-        for setting in (name, f"feedback_{name}"):
-            if setting in LoopSettings.model_fields:
-                values[name] = getattr(loop, setting)
-    return cls(**values)
-
-
-def feedback_rows(directory: Path, scan: Any | None = None) -> dict[str, int]:
-    """Rows of a store by kind (``recent``, ``replay``): the compaction module's count when it
-    is there (read incrementally through ``scan``), else every row numbered so far is recent."""
-    module = _compaction()
-    if module is not None and hasattr(module, "store_rows_by_kind"):
-        return {str(k): int(v) for k, v in module.store_rows_by_kind(directory, scan).items()}
-    return {"recent": last_sequence(directory), "replay": 0}
 
 
 class RetentionDuty:
@@ -144,7 +106,7 @@ class RetentionDuty:
                 directory = feedback_dir(self.repo.root, model)
                 if model not in self._scans:
                     self._scans[model] = FeedbackScan(directory)
-                self.rows[model] = feedback_rows(directory, self._scans[model])
+                self.rows[model] = store_rows_by_kind(directory, self._scans[model])
             except (RepositoryError, OSError) as exc:
                 log.warning("model %s: retention skipped this pass: %s", model, exc)
         for gone in set(self.usage) - set(self._models()):
@@ -159,11 +121,10 @@ class RetentionDuty:
             log.info("retention: model %s: removed %d %s", model, len(items), kind)
 
     def _compact(self, model: str, loop: LoopSettings) -> None:
-        module = _compaction()
         directory = feedback_dir(self.repo.root, model)
-        if module is None or not directory.is_dir():
+        if not directory.is_dir():
             return
         try:
-            module.compact_feedback(directory, feedback_policy(module, loop))
+            compact_feedback(directory, FeedbackPolicy.from_settings(loop))
         except Exception:  # noqa: BLE001 - compaction is crash-safe by design; versions and files still get their pass
             log.exception("model %s: feedback compaction failed; the next pass retries", model)

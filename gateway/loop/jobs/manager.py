@@ -125,7 +125,7 @@ class JobManager:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         spec = JobSpec(job_id=f"{model}-{stamp}-{uuid.uuid4().hex[:6]}", model=model,
                        repo=str(self.registry.repo.root), data=tuple(settings.data), version=stable,
-                       np=settings.np, options=tuple(settings.options))
+                       np=settings.np, options=_job_options(settings))
         self._starting.add(model)
         try:
             _, through = await self.rows_after(model, 0)
@@ -359,6 +359,13 @@ class JobManager:
             self._duty.cancel()
         await self.deposed()
         await self.launcher.close()
+
+
+def _job_options(settings: LoopSettings) -> tuple[str, ...]:
+    """The loop's row budget for a job (``tunegate finetune --max-rows``), then the user's
+    options (a flag they give again wins: argparse keeps the last)."""
+    return ("--max-rows", str(settings.train_max_rows), "--replay-fraction", str(settings.train_replay_fraction),
+            *settings.options)
 
 
 def _now() -> str:
