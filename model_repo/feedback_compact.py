@@ -114,13 +114,19 @@ def _compact(directory: Path, policy: FeedbackPolicy, now: float, on_step) -> di
     generation = journal.generation(directory)
     shards = [p for p in list_shards(directory) if first_sequence(p) > 0]
     size = sum(p.stat().st_size for p in shards)
-    if len(shards) < 2:
-        return {"reason": "nothing but the newest shard", "bytes_before": size}
+    if not shards:
+        return {"reason": "no numbered shard", "bytes_before": size}
     rows = row_metadata(shards)
     over = _over(rows, size, policy, now)
     if over is None:
         return {"reason": "within the policy", "rows_before": len(rows), "bytes_before": size}
     plan = _plan(rows, policy, now, newest_first=first_sequence(shards[-1]))
+    if plan is None and _seal(directory):
+        # The rows beyond the bounds were all in the shard appends go to: appends now go to a
+        # new one, and the old one can be rewritten like any other.
+        shards = [p for p in list_shards(directory) if first_sequence(p) > 0]
+        rows = row_metadata(shards)
+        plan = _plan(rows, policy, now, newest_first=first_sequence(shards[-1]))
     if plan is None:
         return {"reason": f"{over}, but every row beyond it is in the newest shard", "rows_before": len(rows)}
     cutoff, reservoir = plan
@@ -135,6 +141,27 @@ def _compact(directory: Path, policy: FeedbackPolicy, now: float, on_step) -> di
             "rows_after": int(np.count_nonzero(rows.seq > cutoff)) + len(reservoir),
             "bytes_after": sum(p.stat().st_size for p in after if p.exists()),
             "shards_replaced": len(replaced), "generation": journal.generation(directory)}
+
+
+def _seal(directory: Path) -> bool:
+    """Start a new, empty newest shard (named after the next number, under the store's lock,
+    as a writer would) so that the one appends went to can be compacted. False when the
+    newest shard holds no record: there is nothing to seal."""
+    from .feedback import last_sequence
+
+    with exclusive_lock(directory):
+        newest = [p for p in list_shards(directory) if first_sequence(p) > 0][-1]
+        if newest.stat().st_size <= len(SHARD_MAGIC):
+            return False
+        path = directory / shard_name(last_sequence(directory) + 1)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, SHARD_MAGIC)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_path(directory)
+    return True
 
 
 def _over(rows: RowMeta, size: int, policy: FeedbackPolicy, now: float) -> str | None:

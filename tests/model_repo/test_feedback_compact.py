@@ -231,3 +231,19 @@ def test_a_compacted_store_is_not_compacted_again_until_it_grows(tmp_path):
     assert compact_feedback(tmp_path, POLICY, now=NOW)["compacted"]
     _fill(tmp_path, records=10, start=400)  # 50 rows more: still within every bound
     assert compact_feedback(tmp_path, POLICY, now=NOW)["reason"] == "within the policy"
+
+
+def test_a_store_in_one_shard_is_sealed_then_compacted_and_appends_go_on(tmp_path):
+    # Every row in the shard appends go to (the default shard size is 64 MiB): compaction
+    # starts a new newest shard first, as a writer would, then rewrites the old one.
+    with FeedbackWriter(tmp_path) as writer:
+        for i in range(400):
+            writer.append({"x": np.full((5, 8), i, np.float32)}, np.arange(5) % 3, timestamp=1000.0 + i)
+        assert len(list_shards(tmp_path)) == 1
+        report = compact_feedback(tmp_path, POLICY, now=NOW)
+        assert report["compacted"], report
+        seqs = _check_intact(tmp_path)
+        assert len(seqs) <= POLICY.max_rows * POLICY.low_water and seqs.max() == 2000
+        assert writer.append({"x": np.full((5, 8), 400, np.float32)}, np.arange(5) % 3,
+                             timestamp=1400.0) == range(2001, 2006)
+    assert read_feedback(tmp_path, after=2000).sequences.tolist() == list(range(2001, 2006))
