@@ -109,6 +109,10 @@ class LoopSettings(BaseModel):
     None, targets instead of classes, or a version without that figure: new rows alone decide.
     (The ``drift`` trigger's evidence is the drift itself.)"""
 
+    trigger_accuracy_target: float | None = Field(None, ge=0, le=1)
+    """Also evidence: the stable version is less accurate than this on the new labelled rows
+    (a version that was never good enough may still improve). None: only the drop counts."""
+
     launcher: Literal["local", "kubernetes", "spark"] = "local"
     """Where jobs run: ``local`` (a ``tunegate finetune`` subprocess under horovodrun),
     ``kubernetes`` (an Indexed Job made from ``job_template``, one pod per rank; the Helm

@@ -9,7 +9,8 @@ actor's fine-tunes, after a restart too):
   fine-tunes that did not help (rejected, not promoted, failed) a back-off of
   ``trigger_backoff_seconds``, doubled for each in a row, up to ``trigger_backoff_max_seconds``;
 - **evidence** (``samples`` and ``schedule`` triggers): the stable version is less accurate on
-  the new labelled rows than on its own held-out data by ``trigger_min_accuracy_drop``.
+  the new labelled rows than on its own held-out data by ``trigger_min_accuracy_drop``, or
+  than ``trigger_accuracy_target`` when one is set.
   The check runs the stable version on at most :data:`EVIDENCE_ROWS` of the newest rows,
   off the request path, and again only when more rows came in.
 """
@@ -69,9 +70,9 @@ class ValueCheck:
     async def evidence(self, model: str, stable: ServedVersion, baseline: int, new_rows: int,
                        settings: LoopSettings) -> Evidence:
         """Is ``stable`` worse on the rows after ``baseline`` than it was validated at?"""
-        drop = settings.trigger_min_accuracy_drop
+        drop, target = settings.trigger_min_accuracy_drop, settings.trigger_accuracy_target
         reference = await asyncio.to_thread(self._validated_accuracy, model, stable.version)
-        if drop is None or reference is None:
+        if (drop is None or reference is None) and target is None:
             return Evidence(True, "new rows alone decide", new_rows)
         key = (model, stable.version)
         last = self._evidence.get(key)
@@ -87,8 +88,12 @@ class ValueCheck:
         else:
             scores, _ = await predictions(stable, {n: data.inputs[n][-EVIDENCE_ROWS:] for n in names})
             acc = accuracy(scores, labels.astype(np.int64))
-            found = Evidence(acc <= reference - drop, f"version {stable.version} is {acc:.1%} accurate on "
-                             f"{len(labels)} new rows vs {reference:.1%} on its held-out data", new_rows)
+            dropped = drop is not None and reference is not None and acc <= reference - drop
+            worse = dropped or (target is not None and acc < target)
+            against = [f"{reference:.1%} on its held-out data"] if reference is not None else []
+            against += [f"target {target:.0%}"] if target is not None else []
+            found = Evidence(worse, f"version {stable.version} is {acc:.1%} accurate on {len(labels)} new rows "
+                             f"vs {', '.join(against)}", new_rows)
         self._evidence = {k: v for k, v in self._evidence.items() if k[0] != model} | {key: found}
         return found
 
