@@ -59,7 +59,7 @@ LOOP = {
     "capture": True, "canary_fraction": 0.3, "canary_window_requests": 80, "canary_min_requests": 20,
     "canary_wait_for_labels": False, "min_labelled": 20, "rollback_window_seconds": 2,
     "trigger_min_interval_seconds": 0, "trigger_backoff_seconds": 10,
-    "max_p99_ratio": 20.0, "p99_slack_ms": 200.0,
+    "max_p99_ratio": 20.0, "p99_slack_ms": 200.0, "golden_max_drop": 0.02,
 }
 
 
