@@ -50,12 +50,12 @@ SCHEDULE = ["rot90", "rot180", "mirror", "inverted", "rot90", "upright", "rot180
 # Small enough to bind by cycle 4 (a few thousand rows, a handful of versions); production
 # defaults are sized for a real volume (docs/guides/loop.md, "Retention").
 RETENTION = {
-    "feedback_max_rows": 1500, "feedback_recent_rows": 600, "replay_reservoir_rows": 600,
-    "train_max_rows": 1500, "keep_versions": 3, "keep_jobs": 3, "capture_max_requests": 2000,
+    "feedback_max_rows": 1500, "feedback_recent_rows": 600, "replay_reservoir_rows": 900,
+    "train_max_rows": 1500, "train_replay_fraction": 0.5, "keep_versions": 3, "keep_jobs": 3, "capture_max_requests": 2000,
 }
 RETENTION_INTERVAL_SECONDS = 5  # server-wide (the leader's retention pass), besides after each decision
 LOOP = {
-    "trigger": "samples", "np": 1, "data": ["feedback:"], "options": ["--epochs", "30", "--lr", "0.005"], "trigger_accuracy_target": 0.95,
+    "trigger": "samples", "np": 1, "data": ["feedback:"], "options": ["--epochs", "40", "--lr", "0.005"], "trigger_accuracy_target": 0.95,
     "capture": True, "canary_fraction": 0.3, "canary_window_requests": 80, "canary_min_requests": 20,
     "canary_wait_for_labels": False, "min_labelled": 20, "rollback_window_seconds": 2,
     "trigger_min_interval_seconds": 0, "trigger_backoff_seconds": 10,
@@ -283,10 +283,14 @@ def series(rows: list[dict]) -> dict[str, list[float]]:
 
 
 def growth(rows: list[dict], start: int = 4) -> dict[str, float]:
-    """Relative growth from cycle ``start`` to the last (0.1: 10%)."""
+    """Relative growth from cycle ``start`` to the last (0.1: 10%); training time over the
+    cycles that ran a job."""
     out = {}
     for name, values in series(rows).items():
-        base, last = values[start - 1], values[-1]
+        values = values[start - 1:]
+        if name == "train_s":
+            values = [v for v in values if v > 0] or [0.0]
+        base, last = values[0], values[-1]
         out[name] = (last - base) / base if base else float(last > 0)
     return out
 
@@ -322,12 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=12)
     parser.add_argument("--trigger-samples", type=int, default=300)
     parser.add_argument("--anchor", type=int, default=200, help="upright rows in the golden (anchor) set; 0: none")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="a per-model loop setting over the defaults, e.g. --set train_replay_fraction=0.5")
     parser.add_argument("--workdir", default="lifetime", help="a fresh folder for the repository and logs")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).absolute()
     if (workdir / "repo").exists():
         parser.error(f"{workdir}/repo exists: give a fresh --workdir")
-    rows = run(workdir, args.cycles, trigger_samples=args.trigger_samples, anchor=args.anchor)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    rows = run(workdir, args.cycles, trigger_samples=args.trigger_samples, anchor=args.anchor, overrides=overrides)
     (workdir / "lifetime.json").write_text(json.dumps(rows, indent=2))
     print(report(rows))
     return 0
