@@ -55,7 +55,8 @@ RETENTION = {
 }
 RETENTION_INTERVAL_SECONDS = 5  # server-wide (the leader's retention pass), besides after each decision
 LOOP = {
-    "trigger": "samples", "np": 1, "data": ["feedback:"], "options": ["--epochs", "40", "--lr", "0.005"], "trigger_accuracy_target": 0.95,
+    "trigger": "samples", "np": 1, "data": ["feedback:"], "options": ["--epochs", "40", "--lr", "0.005"],
+    "trigger_accuracy_target": 0.95,
     "capture": True, "canary_fraction": 0.3, "canary_window_requests": 80, "canary_min_requests": 20,
     "canary_wait_for_labels": False, "min_labelled": 20, "rollback_window_seconds": 2,
     "trigger_min_interval_seconds": 0, "trigger_backoff_seconds": 10,
