@@ -216,10 +216,11 @@ def run(workdir: Path, cycles: int, *, trigger_samples: int = 300, label_batch: 
     example_repo.main(["--repo", str(repo), "--name", MODEL])
     x_train, x_test, y_train, y_test = example_repo.digits_split()
     if anchor:
-        # The anchor (golden) set: upright digits version 1 learnt from, rehearsed by every job
-        # and guarded by shadow evaluation (docs/guides/loop.md, "Golden sets").
-        pick = np.random.default_rng(1).permutation(len(y_train))[:anchor]
-        np.savez(repo / MODEL / "golden.npz", x=x_train[pick], label=y_train[pick])
+        # Upright digits version 1 learnt from: an anchor set every job rehearses, and a
+        # disjoint golden set shadow evaluation guards (docs/guides/loop.md).
+        pick = np.random.default_rng(1).permutation(len(y_train))
+        np.savez(repo / MODEL / "anchor.npz", x=x_train[pick[:anchor]], label=y_train[pick[:anchor]])
+        np.savez(repo / MODEL / "golden.npz", x=x_train[pick[anchor:2 * anchor]], label=y_train[pick[anchor:2 * anchor]])
     config = write_config(workdir, trigger_samples, overrides or {})
     log(f"retention and loop settings: {json.dumps({**RETENTION, **(overrides or {})})}; anchor set {anchor} rows")
     gateway = Gateway(repo, config, workdir / "gateway.log")

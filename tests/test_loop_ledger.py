@@ -89,9 +89,14 @@ def test_after_a_rollback_every_actor_fine_tunes_the_stable_version(repo, tmp_pa
         wait_for(lambda: 4 in repo.list_versions("digits"), what="the automatic job's version", timeout=300)
         assert repo.read_manifest("digits", 4).parent_version == 1
         wait_for(lambda: meta().get("canary", {}).get("version") == 4, what="version 4 on trial")
-        add_feedback(repo, 5, offset=90)  # new rows, fewer than the trigger: counted, no job
-        wait_for(lambda: meta().get("feedback_samples_since_job") == 5, what="the trigger's count after the job")
-        assert len(list((tmp_path / "jobs").iterdir())) == 1
+        # Rows above the trigger while version 4 is undecided: counted, and no second job. The
+        # second count shows a whole pass of the leader's duties ran after the first.
+        add_feedback(repo, 40, offset=90)
+        wait_for(lambda: meta().get("feedback_samples_since_job") == 40, what="the trigger's count after the job")
+        add_feedback(repo, 1, offset=130)
+        wait_for(lambda: meta().get("feedback_samples_since_job") == 41, what="a later pass of the trigger")
+        assert len(list((tmp_path / "jobs").iterdir())) == 1 and "finetune_job" not in meta()
+        assert "finetune_waiting" not in meta()  # held back by the candidate on trial, not by pacing
 
 
 def test_a_command_line_job_is_not_new_to_the_gateway_nor_its_rows_held_back(repo, tmp_path):
