@@ -54,7 +54,7 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .errors import NotPromoted
-    from .preflight import model_input_shape
+    from .preflight import model_input_names, model_input_shape
     from .source import resolve_base
 
     validate(args)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from .launcher import launch
 
-        topo = _preflight_horovodrun(args, model_input)
+        topo = _preflight_horovodrun(args, model_input, model_input_names(base.repo, args.model))
         start = lambda: launch(args, topo, echo=echo)  # noqa: E731
     try:
         result = start()
@@ -116,7 +116,7 @@ def _absolute_data(spec: str) -> str:
     return os.path.abspath(spec) if os.path.exists(spec) else spec
 
 
-def _preflight_horovodrun(args: argparse.Namespace, model_input):
+def _preflight_horovodrun(args: argparse.Namespace, model_input, inputs: list[str] | None):
     from .launcher import check_data_paths, topology
     from .preflight import check_data
 
@@ -124,6 +124,6 @@ def _preflight_horovodrun(args: argparse.Namespace, model_input):
     # Before horovodrun: a rank would find the same mistakes only after TensorFlow and
     # Horovod start, and report them inside horovodrun's traceback.
     check_data([*args.data, *(args.val_data or [])], features=args.features, label=args.label,
-               model=args.model, model_input=model_input)
+               model=args.model, model_input=model_input, inputs=inputs)
     return topology(args.np, args.hosts, elastic=args.elastic, min_np=args.min_np, max_np=args.max_np,
                     discovery_script=args.host_discovery_script)

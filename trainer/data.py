@@ -1,8 +1,10 @@
 """Training data: .npz, .csv and Parquet files, and the gateway's feedback store.
 
-Every source becomes a pair of arrays (features ``x``, labels ``y``). Columns are chosen by
+Every source becomes features ``x`` and labels ``y``. Columns are chosen by
 name: ``features`` (default: every column but the label; for .npz the array ``x``) and
-``label`` (default ``label``; for .npz ``y`` when there is no ``label``). A directory named
+``label`` (default ``label``; for .npz ``y`` when there is no ``label``). For a model with
+several inputs (``inputs``: its input names) the features are a dict, one array per input,
+read by name from feedback stores only: files (.npz, CSV, Parquet) feed one input. A directory named
 ``*.parquet`` (what Spark writes: part files) is one Parquet table; any other directory, or
 ``feedback:`` (the model's default store), is read as a feedback store.
 
@@ -26,6 +28,7 @@ import numpy as np
 from model_repo.feedback import feedback_dir, read_feedback
 
 from .errors import DataError
+from .features import Features, InputNames, concat, digest_into, rows, several_inputs_message, take
 
 FEEDBACK_SCHEME = "feedback:"
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -52,7 +55,7 @@ class Part:
 
 @dataclass
 class Dataset:
-    x: np.ndarray
+    x: Features  # one array, or {input name: array} for a model with several inputs
     y: np.ndarray
     sources: list[str]
     seq: np.ndarray | None = None  # per row: its number in the model's own feedback store, else -1
@@ -63,29 +66,19 @@ class Dataset:
 
     def take(self, index: np.ndarray) -> Dataset:
         """The rows at ``index`` (sources and parts kept: they say where the whole came from)."""
-        return Dataset(self.x[index], self.y[index], self.sources,
+        return Dataset(take(self.x, index), self.y[index], self.sources,
                        None if self.seq is None else self.seq[index], self.parts)
 
     @property
     def digest(self) -> str:
         h = hashlib.sha256()
-        for array in (self.x, self.y):
-            h.update(f"{array.dtype.str}{array.shape}".encode())
-            h.update(_content(array))
+        digest_into(h, self.x)
+        digest_into(h, self.y)
         return "sha256:" + h.hexdigest()
 
 
 def is_text(array: np.ndarray) -> bool:
     return array.dtype.kind in "OSU"
-
-
-def _content(array: np.ndarray) -> bytes:
-    """The bytes a digest covers: an object array's own bytes are pointers, different in every
-    process, so text counts as its UTF-8, each element after its length."""
-    if not array.dtype.hasobject:
-        return np.ascontiguousarray(array).tobytes()
-    encoded = [str(t).encode() for t in array.reshape(-1)]
-    return b"".join(len(e).to_bytes(8, "little") + e for e in encoded)
 
 
 def feedback_stores(paths: Sequence[str], *, repo_root: Path | None = None, model: str | None = None) -> list[Path]:
@@ -107,15 +100,17 @@ def _feedback_store(spec: str, repo_root: Path | None, model: str | None) -> Pat
 
 def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, label: str | None = None,
               repo_root: Path | None = None, model: str | None = None,
-              through: Mapping[str, int] | None = None, mix=None) -> Dataset:
+              through: Mapping[str, int] | None = None, mix=None, inputs: Sequence[str] | None = None) -> Dataset:
     """Read and concatenate every source; raises :class:`DataError` with the file's name.
 
     ``through`` (store path -> a sequence number, :func:`model_repo.feedback.last_sequence`)
     pins what is read of a feedback store the gateway may still be appending to, so every
     rank reads the same rows. ``mix`` (a :class:`trainer.mix.FeedbackMix`) bounds what is
-    read of the model's own store, and adds its golden set."""
+    read of the model's own store, and adds its golden set. ``inputs`` (the model's input
+    names) with more than one name reads every one of them from each feedback store."""
     if not paths:
         raise DataError("no data given (--data PATH...)")
+    names = _feature_names(features, inputs)
     xs, ys, seqs, parts = [], [], [], []
     for spec in paths:
         store = _feedback_store(spec, repo_root, model)
@@ -123,29 +118,40 @@ def load_data(paths: Sequence[str], *, features: Sequence[str] | None = None, la
         own = store is not None and _is_own_store(store, repo_root, model)
         recorded = None
         if own and mix is not None:
-            x, y, seq, recorded = _load_mix(store, features, bound, mix)
+            x, y, seq, recorded = _load_mix(store, names, bound, mix)
         elif store is not None:
-            x, y, seq = _load_feedback(store, features, bound)
+            x, y, seq = _load_feedback(store, names, bound)
             if not own:
-                seq = np.full(x.shape[0], -1, np.int64)  # numbers of another store say nothing of this model's
+                seq = np.full(rows(x), -1, np.int64)  # numbers of another store say nothing of this model's
         else:
-            x, y = _load_file(Path(spec), features, label)
-            seq = np.full(x.shape[0], -1, np.int64)
-        if x.shape[0] != y.shape[0]:
-            raise DataError(f"{spec}: {x.shape[0]} feature rows but {y.shape[0]} labels")
-        if x.shape[0] == 0:
+            x, y = _load_file(Path(spec), names, label)
+            seq = np.full(rows(x), -1, np.int64)
+        if rows(x) != y.shape[0]:
+            raise DataError(f"{spec}: {rows(x)} feature rows but {y.shape[0]} labels")
+        if rows(x) == 0:
             raise DataError(f"{spec}: no examples")
         xs.append(x)
         ys.append(y)
         seqs.append(seq)
-        parts.append(Part(spec, int(x.shape[0]), Dataset(x, y, []).digest, store, bound, own, recorded))
+        parts.append(Part(spec, rows(x), Dataset(x, y, []).digest, store, bound, own, recorded))
     if mix is not None and mix.golden is not None and any(p.mix is not None for p in parts):
-        _add_golden(mix, features, xs, ys, seqs, parts)
+        _add_golden(mix, names, xs, ys, seqs, parts)
     try:
-        x, y = np.concatenate(xs), np.concatenate(ys)
+        x, y = concat(xs), np.concatenate(ys)
     except ValueError as exc:
         raise DataError(f"data files do not agree on shapes: {exc}") from None
     return Dataset(_features(x), _labels(y), [str(p) for p in paths], np.concatenate(seqs), parts)
+
+
+def _feature_names(features: Sequence[str] | None, inputs: Sequence[str] | None):
+    """What the readers select: ``features`` for a one-input model (one array), or the model's
+    input names, marked as :class:`InputNames`, for a model with several (a dict of arrays)."""
+    if not inputs or len(inputs) < 2:
+        return features
+    if features and sorted(features) != sorted(inputs):
+        raise DataError(f"--features {','.join(features)}: the model takes several inputs ({', '.join(inputs)}), "
+                        "each read by its name from the feedback store; leave --features out")
+    return InputNames(inputs)
 
 
 def _is_own_store(store: Path, repo_root: Path | None, model: str | None) -> bool:
@@ -156,6 +162,8 @@ def _is_own_store(store: Path, repo_root: Path | None, model: str | None) -> boo
 def _load_file(path: Path, features: Sequence[str] | None, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file() and not is_parquet_dir(path):
         raise DataError(f"data file not found: {path}")
+    if isinstance(features, InputNames):
+        raise DataError(several_inputs_message(path, features))
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
@@ -206,7 +214,7 @@ def _load_table(path: Path, features: Sequence[str] | None, label: str) -> tuple
 
 
 def _load_feedback(directory: Path, features: Sequence[str] | None, through: int | None = None, *,
-                   after: int | None = None, sequences=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   after: int | None = None, sequences=None) -> tuple[Features, np.ndarray, np.ndarray]:
     data = read_feedback(directory, after=after, through=through, sequences=sequences)
     if data.quarantined:
         # Into the job's log (stdout): the job goes on with the rest, but someone should look.
@@ -216,6 +224,12 @@ def _load_feedback(directory: Path, features: Sequence[str] | None, through: int
     if not data.records:
         raise DataError(f"feedback store {directory} holds no records"
                         + (f" but {data.quarantined} quarantined ones" if data.quarantined else ""))
+    if isinstance(features, InputNames):
+        missing = [n for n in features if n not in data.inputs]
+        if missing:
+            raise DataError(f"{directory}: no input named {missing} (it has {sorted(data.inputs)}); "
+                            f"the model takes {list(features)}")
+        return {n: data.inputs[n] for n in features}, data.labels, data.sequences
     name = features[0] if features else None
     if name is None:
         if len(data.inputs) != 1:
@@ -227,7 +241,7 @@ def _load_feedback(directory: Path, features: Sequence[str] | None, through: int
 
 
 def _load_mix(store: Path, features: Sequence[str] | None, through: int | None,
-              mix) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+              mix) -> tuple[Features, np.ndarray, np.ndarray, dict]:
     """The recent rows and the replay sample of the model's own store (``trainer.mix``)."""
     try:
         replay = _load_feedback(store, features, None, sequences=mix.replay) if mix.replay else None
@@ -244,7 +258,8 @@ def _load_mix(store: Path, features: Sequence[str] | None, through: int | None,
             raise
         recent = None  # no new rows: a job started by hand rehearses
     parts = [p for p in (replay, recent) if p is not None]
-    x, y, seq = (np.concatenate(column) for column in zip(*parts))
+    x = concat([p[0] for p in parts])
+    y, seq = (np.concatenate([p[i] for p in parts]) for i in (1, 2))
     recent_rows = 0 if recent is None else int(recent[2].shape[0])
     return x, y, seq, mix.record(recent_rows, through, None)
 
@@ -252,24 +267,33 @@ def _load_mix(store: Path, features: Sequence[str] | None, through: int | None,
 def _add_golden(mix, features, xs: list, ys: list, seqs: list, parts: list) -> None:
     from .mix import load_golden
 
-    x, y = load_golden(Path(mix.golden), mix.golden_rows, list(features or []), seed=0)
+    x, y = load_golden(Path(mix.golden), mix.golden_rows, features, seed=0)
     xs.append(x)
     ys.append(y)
-    seqs.append(np.full(x.shape[0], -1, np.int64))
+    seqs.append(np.full(rows(x), -1, np.int64))
     digest = Dataset(x, y, []).digest
-    parts.append(Part(f"golden:{mix.golden}", int(x.shape[0]), digest))
+    parts.append(Part(f"golden:{mix.golden}", rows(x), digest))
     own = next(p for p in parts if p.mix is not None)
     own.mix["golden"]["digest"] = digest
 
 
-def _features(x: np.ndarray) -> np.ndarray:
+def _features(x: Features) -> Features:
     """Numbers as float32; text (a model's string input) as an object array of ``str``, which
-    the model's own preprocessing layers turn into numbers inside each step."""
+    the model's own preprocessing layers turn into numbers inside each step. Of several inputs
+    only the float ones become float32: an integer column feeds an ``IntegerLookup``, which
+    looks up the integers the gateway stored (the model's signature), not floats."""
+    if isinstance(x, dict):
+        return {k: _text(v) if is_text(v) else _numbers(v).astype(np.float32, copy=False)
+                if v.dtype.kind == "f" else _numbers(v) for k, v in x.items()}
     if is_text(x):
         return _text(x)
+    return _numbers(x).astype(np.float32, copy=False)
+
+
+def _numbers(x: np.ndarray) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
         raise DataError(f"features must be numeric or text, got {x.dtype}")
-    return x.astype(np.float32, copy=False)
+    return x
 
 
 def _text(x: np.ndarray) -> np.ndarray:
@@ -329,4 +353,4 @@ def epoch_batches(data: Dataset, *, batch_size: int, steps: int, seed: int, rank
     batch = min(batch_size, len(data))
     for i in range(steps):
         idx = order[i * batch:(i + 1) * batch]
-        yield data.x[idx], data.y[idx]
+        yield take(data.x, idx), data.y[idx]

@@ -90,6 +90,7 @@ def load_inputs(hvd, args: argparse.Namespace) -> Inputs:
 
     from .data import feedback_stores, load_data, split_validation
     from .distributed import broadcast_object
+    from .features import input_names
     from .gate import Gate
     from .objective import check_inputs, choose_objective
     from .source import load_keras, resolve_base
@@ -103,8 +104,9 @@ def load_inputs(hvd, args: argparse.Namespace) -> Inputs:
     through = {str(s): last_sequence(s) for s in stores} if hvd.rank() == 0 else None
     mix = plan_job_mix(args, base, through) if hvd.rank() == 0 else None
     through, mix = broadcast_object(hvd, (through, mix)) if stores else (None, None)
+    # A model with several inputs reads each from the feedback store by its name.
     sources = dict(features=args.features, label=args.label, repo_root=args.repo, model=args.model,
-                   through=through)
+                   through=through, inputs=input_names(model))
     data = load_data(args.data, **sources, mix=mix)
     if args.val_data:
         train_data, val_data = data, load_data(args.val_data, **sources)
@@ -112,8 +114,8 @@ def load_inputs(hvd, args: argparse.Namespace) -> Inputs:
         train_data, val_data = split_validation(data, args.val_split, args.seed)
     check_inputs(model, train_data.x, "training data")
     check_inputs(model, val_data.x, "held-out data")
-    objective = choose_objective(model, train_data.y, args.loss)
-    choose_objective(model, val_data.y, objective.name)
+    objective = choose_objective(model, train_data.y, args.loss, train_data.x)
+    choose_objective(model, val_data.y, objective.name, val_data.x)
     gate = Gate.parse(args.gate)
     if gate.metric == "accuracy" and not objective.classification:
         raise DataError(f"--gate {args.gate}: accuracy needs a classifier; {objective.name} is not one")
@@ -288,7 +290,7 @@ def _curve_title(base) -> str:
 def _publish(model, base, val_data, summary: dict):
     from converters import publish_keras_model
 
-    from .data import is_text
+    from .features import numeric_part, parity_sample
     from .report import CURVE_FILE, METRICS_FILE, write_report
 
     with tempfile.TemporaryDirectory(prefix="tunegate-train-") as tmp:
@@ -299,15 +301,17 @@ def _publish(model, base, val_data, summary: dict):
         fields = {"data_digest": summary["data_digest"],
                   "metrics": {"before": summary["before"], "after": summary["after"], "gate": summary["gate"]},
                   "training": training, "data_snapshot": summary["data_snapshot"]}
-        if not is_text(val_data.x):
+        numeric = numeric_part(val_data.x)
+        if numeric is not None:
             # The drift reference: the held-out rows are a random sample of the training inputs.
-            # Text has none (drift is not measured on text: docs/preprocessing-layers.md).
+            # Text has none (drift is not measured on text: docs/preprocessing-layers.md); a
+            # structured model's is its first float input, named in the summary.
             from model_repo.drift import summarise
 
-            fields["input_summary"] = summarise(val_data.x).to_dict()
+            fields["input_summary"] = summarise(numeric[1], input=numeric[0]).to_dict()
         # Parity on held-out rows; for text the converter checks its generated cases as well.
         return publish_keras_model(
-            model, base.repo, base.name, parent_version=base.version, sample={"x": val_data.x[:64]},
+            model, base.repo, base.name, parent_version=base.version, sample=parity_sample(val_data.x, 64),
             manifest_fields=fields, extra_files={CURVE_FILE: files["curve"], METRICS_FILE: files["metrics"]})
 
 

@@ -114,16 +114,16 @@ def _run_epoch(hvd, state, step, optimizer, train_data, config: LoopConfig, *, t
         iteration = int(optimizer.iterations.numpy())
         optimizer.learning_rate.assign(learning_rate(config.lr, size, iteration, warmup, scale=allreduce))
         loss, correct = step(x, y)
-        tally.loss += float(loss) * len(x)  # float() waits for the step: the times below are real
+        tally.loss += float(loss) * len(y)  # float() waits for the step: the times below are real
         tally.correct += float(correct)
-        tally.examples += len(x)
+        tally.examples += len(y)
         if not allreduce and (iteration + 1) % config.average_every == 0:
             average()
         now = time.perf_counter()
         if traced:
             tally.rated_s += now - before
             tally.rated_steps += 1
-            tally.rated_examples += len(x)
+            tally.rated_examples += len(y)
         else:
             tally.first_step_s = now - config.started_at
             traced = True

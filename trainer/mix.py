@@ -26,6 +26,8 @@ import numpy as np
 
 from model_repo.feedback_sample import choose_replay, era_summary
 
+from .features import Features, InputNames, take
+
 GOLDEN_FILE = "golden.npz"
 
 
@@ -87,19 +89,25 @@ def plan_mix(store: Path, *, through: int, base_through: int | None, max_rows: i
                        golden=None if golden is None else str(golden), golden_rows=golden_rows)
 
 
-def load_golden(path: Path, rows: int, features: list[str] | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``rows`` of the golden set (all of it when it holds no more), features and labels."""
+def load_golden(path: Path, rows: int, features: list[str] | None, seed: int) -> tuple[Features, np.ndarray]:
+    """``rows`` of the golden set (all of it when it holds no more), features and labels; for a
+    model with several inputs (``features`` an :class:`InputNames`) one array per input name."""
     with np.load(path, allow_pickle=False) as npz:
         keys = set(npz.files)
         label = "label" if "label" in keys else "y"
-        names = [n for n in (features or []) if n in keys] or (["x"] if "x" in keys else sorted(keys - {label})[:1])
+        if isinstance(features, InputNames):
+            names = list(features) if set(features) <= keys else []
+        else:
+            names = [n for n in (features or []) if n in keys] or (["x"] if "x" in keys else sorted(keys - {label})[:1])
         if label not in keys or not names:
             from .errors import DataError
 
-            raise DataError(f"golden set {path}: expected features 'x' (or the input's name) and labels "
+            expected = f"{list(features)}" if isinstance(features, InputNames) else "'x' (or the input's name)"
+            raise DataError(f"golden set {path}: expected features {expected} and labels "
                             f"'label' or 'y', found {sorted(keys)}")
-        x, y = npz[names[0]], npz[label]
+        x = {n: npz[n] for n in names} if isinstance(features, InputNames) else npz[names[0]]
+        y = npz[label]
     if rows < y.shape[0]:
         keep = np.sort(np.random.default_rng(seed).permutation(y.shape[0])[:rows])
-        x, y = x[keep], y[keep]
+        x, y = take(x, keep), y[keep]
     return x, y

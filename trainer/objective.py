@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DataError
+from .features import Features, input_names, model_feed, rows, several_inputs_message, take
 
 LOSSES = ("auto", "sparse_categorical_crossentropy", "categorical_crossentropy",
           "binary_crossentropy", "mse")
@@ -31,26 +32,49 @@ def _output_activation(model) -> str:
     return getattr(activation, "__name__", "linear")
 
 
-def check_inputs(model, x: np.ndarray, where: str) -> None:
-    if len(model.inputs) != 1:
-        raise DataError(f"the model has {len(model.inputs)} inputs; the trainer feeds one")
+def check_inputs(model, x: Features, where: str) -> None:
+    """DataError in one line when ``x`` cannot feed ``model``: one array for a one-input model,
+    or one array per input name for a model with several."""
+    names = input_names(model)
+    if len(names) > 1 and not isinstance(x, dict):
+        raise DataError(several_inputs_message(where, names))
+    given = x if isinstance(x, dict) else {names[0]: x}
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise DataError(f"{where}: no features for the model inputs {missing} (found {sorted(given)})")
+    for tensor, name in zip(model.inputs, names):
+        _check_input(tensor, given[name], where if len(names) == 1 else f"{where}, input {name!r}")
+
+
+def _check_input(tensor, x: np.ndarray, where: str) -> None:
     # Text features for a model that takes numbers (or the reverse) would fail deep inside
     # TensorFlow's first step; say it here in one line.
-    takes_text = str(model.inputs[0].dtype) == "string"
+    takes_text = str(tensor.dtype) == "string"
     if (x.dtype.kind in "OSU") != takes_text:
         raise DataError(f"{where}: {'text' if x.dtype.kind in 'OSU' else 'numeric'} features, but the model "
                         f"input takes {'text' if takes_text else 'numbers'}")
-    expected = tuple(model.inputs[0].shape[1:])
+    expected = tuple(tensor.shape[1:])
     if len(expected) != x.ndim - 1 or any(e is not None and e != a for e, a in zip(expected, x.shape[1:])):
         raise DataError(f"{where}: features of shape {x.shape[1:]} per example do not fit the "
                         f"model input {expected}")
 
 
-def choose_objective(model, y: np.ndarray, requested: str = "auto") -> Objective:
-    """Pick (or check) the loss for ``model`` and labels ``y``; DataError if they do not fit."""
+def _output_shape(model, x: Features | None) -> tuple:
+    """The output's shape per example. Keras' declared shape can be wrong: a
+    ``TextVectorization(output_mode="multi_hot")`` on a ``(batch, 1)`` text input declares
+    ``(batch, 1, tokens)`` and answers ``(batch, tokens)``; so one example of ``x``, when
+    given, is run through the model and its answer's shape is taken."""
+    if x is None or rows(x) == 0 or len(model.outputs) != 1:
+        return tuple(model.outputs[0].shape[1:])
+    return tuple(np.shape(model(model_feed(model, take(x, slice(0, 1))), training=False))[1:])
+
+
+def choose_objective(model, y: np.ndarray, requested: str = "auto", x: Features | None = None) -> Objective:
+    """Pick (or check) the loss for ``model`` and labels ``y`` (features ``x``: see
+    :func:`_output_shape`); DataError if they do not fit."""
     import keras
 
-    out = tuple(model.outputs[0].shape[1:])
+    out = _output_shape(model, x)
     if len(model.outputs) != 1 or len(out) != 1 or out[0] is None:
         raise DataError(f"the trainer fine-tunes models with one output of shape (batch, units); got {out}")
     units = out[0]
@@ -103,16 +127,17 @@ def correct_predictions(objective: Objective, y, pred):
     return tf.reduce_sum(tf.cast(hit, tf.float32))
 
 
-def evaluate(model, objective: Objective, x: np.ndarray, y: np.ndarray,
+def evaluate(model, objective: Objective, x: Features, y: np.ndarray,
              batch_size: int = 256) -> dict[str, float]:
     """Mean loss (and accuracy for classifiers) over all of ``x`` in inference mode."""
     total_loss = total_correct = 0.0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        pred = model(xb, training=False)
-        total_loss += float(objective.loss(yb, pred)) * len(xb)
+    n = rows(x)
+    for start in range(0, n, batch_size):
+        xb, yb = take(x, slice(start, start + batch_size)), y[start:start + batch_size]
+        pred = model(model_feed(model, xb), training=False)
+        total_loss += float(objective.loss(yb, pred)) * len(yb)
         total_correct += float(correct_predictions(objective, yb, pred))
-    metrics = {"loss": total_loss / len(x)}
+    metrics = {"loss": total_loss / n}
     if objective.classification:
-        metrics["accuracy"] = total_correct / len(x)
+        metrics["accuracy"] = total_correct / n
     return metrics

@@ -18,21 +18,26 @@ import numpy as np
 
 from .data import FEEDBACK_SCHEME, TABLE_SUFFIXES, is_parquet_dir, npz_names
 from .errors import DataError
+from .features import several_inputs_message
 
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def check_data(paths: Sequence[str], *, model: str, features: Sequence[str] | None = None,
-               label: str | None = None, model_input: tuple[int, ...] | None = None) -> None:
+               label: str | None = None, model_input: tuple[int, ...] | None = None,
+               inputs: Sequence[str] | None = None) -> None:
     """Raise :class:`DataError` for the first data path a rank would refuse.
 
-    ``model_input`` is the model's input shape per example (-1 for any size), if known."""
+    ``model_input`` is the model's input shape per example (-1 for any size), if known;
+    ``inputs`` its input names, if known (a model with several trains from feedback stores only)."""
     for spec in paths:
         path = Path(spec)
         if spec.startswith(FEEDBACK_SCHEME) or (path.is_dir() and not is_parquet_dir(path)):
             continue  # a feedback store: its reader checks its own records
         if not path.exists():
             raise DataError(f"data file not found: {path}")
+        if inputs is not None and len(inputs) > 1:
+            raise DataError(several_inputs_message(path, inputs))
         suffix = path.suffix.lower()
         if suffix == ".npz":
             per_example = _check_npz(path, features, label)
@@ -52,15 +57,25 @@ def check_fits(where, per_example: tuple[int, ...] | None, model: str,
                         f"of model {model!r}, {_shape(model_input)}")
 
 
-def model_input_shape(repo, model: str) -> tuple[int, ...] | None:
-    """The model's one input's shape per example from its ``config.pbtxt`` (None if unknown)."""
+def model_input_names(repo, model: str) -> list[str] | None:
+    """The model's input names from its ``config.pbtxt`` (None if unknown)."""
+    config = _config(repo, model)
+    return None if config is None else [i.name for i in config.input]
+
+
+def _config(repo, model: str):
     from model_repo import RepositoryError
 
     try:
-        config = repo.read_config(model)
+        return repo.read_config(model)
     except RepositoryError:
         return None  # the ranks load the Keras source itself and will say what is wrong
-    if len(config.input) != 1:
+
+
+def model_input_shape(repo, model: str) -> tuple[int, ...] | None:
+    """The model's one input's shape per example from its ``config.pbtxt`` (None if unknown)."""
+    config = _config(repo, model)
+    if config is None or len(config.input) != 1:
         return None
     dims = tuple(int(d) for d in config.input[0].dims)
     return dims if config.max_batch_size > 0 else dims[1:]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from .features import model_feed
 from .objective import Objective, correct_predictions
 
 
 def make_train_step(model, optimizer, objective: Objective, hvd, *, allreduce: bool, compression):
-    """A ``tf.function`` step returning (loss, correct predictions).
+    """A ``tf.function`` step returning (loss, correct predictions); ``x`` is one array or a
+    dict of arrays by input name (:mod:`trainer.features`).
 
     With ``allreduce`` every rank's gradients are averaged in one grouped allreduce before
     they are applied, so all replicas take the same step (allreduce mode). Without it each
@@ -21,7 +23,7 @@ def make_train_step(model, optimizer, objective: Objective, hvd, *, allreduce: b
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
-            pred = model(x, training=True)
+            pred = model(model_feed(model, x), training=True)  # several inputs: in the model's order
             loss = objective.loss(y, pred)
         grads = tape.gradient(loss, variables)
         if exchange:

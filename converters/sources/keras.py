@@ -129,7 +129,7 @@ def input_dtype(tensor) -> np.dtype:
     return np.dtype(object) if name == "string" else np.dtype(name)
 
 
-def _input_name(tensor) -> str:
+def input_name(tensor) -> str:
     """The InputLayer's name. Keras 3 names the tensor itself ``keras_tensor_N`` unless
     ``keras.Input(name=...)`` was given (keras.applications models, for one, do not)."""
     history = getattr(tensor, "_keras_history", None)
@@ -153,7 +153,7 @@ def keras_source(model, origin: str = "<keras.Model>") -> Source:
         dtype = input_dtype(tensor)
         shape = (None,) + tuple(tensor.shape[1:])
         vocabulary = words if dtype.kind == "O" else numbers if dtype.kind in "iu" else ()
-        inputs.append(InputSpec(_input_name(tensor), dtype, shape, high if dtype.kind in "iu" else None,
+        inputs.append(InputSpec(input_name(tensor), dtype, shape, high if dtype.kind in "iu" else None,
                                 vocabulary))
     output_names = _output_names(model)
     if len(set(output_names)) != len(output_names):
