@@ -89,6 +89,7 @@ def test_after_a_rollback_every_actor_fine_tunes_the_stable_version(repo, tmp_pa
         wait_for(lambda: 4 in repo.list_versions("digits"), what="the automatic job's version", timeout=300)
         assert repo.read_manifest("digits", 4).parent_version == 1
         wait_for(lambda: meta().get("canary", {}).get("version") == 4, what="version 4 on trial")
+        wait_for(lambda: (meta().get("last_finetune_job") or {}).get("state") == "succeeded", what="the job's end")
         # Rows above the trigger while version 4 is undecided: counted, and no second job. The
         # second count shows a whole pass of the leader's duties ran after the first.
         add_feedback(repo, 40, offset=90)

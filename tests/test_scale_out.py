@@ -35,6 +35,9 @@ def _config(workdir: Path, replay: Path) -> Path:
             "options": ["--epochs", "2", "--gate", "accuracy:-0.5"],
             "canary_fraction": 0.5, "canary_window_requests": 30, "canary_min_requests": 10,
             "rollback_window_seconds": 0,
+            # Decided on the request window, which an insufficient shadow phase would forbid:
+            # this test is about replicas, not evidence (tests/gateway/test_ledger_gateway.py).
+            "shadow": False,
         }},
     }))
     return config

@@ -8,8 +8,11 @@ With ``--max-rows N`` (the default) a job on ``feedback:`` reads
 - **replay** rows: a sample of the older rows — the compacted reservoir and older shards —
   balanced over eras and classes (``model_repo.feedback_sample.choose_replay``), about
   ``--replay-fraction`` of the mix, so the model rehearses every earlier distribution;
-- the **golden** (anchor) set, ``<repo>/<model>/golden.npz`` or ``--golden``, when there is
-  one (features ``x`` or the input's name, labels ``label`` or ``y``, as shadow reads it).
+- the **anchor** set, ``<repo>/<model>/anchor.npz`` or ``--golden``, when there is one
+  (features ``x`` or the input's name, labels ``label`` or ``y``, as shadow reads its golden
+  set). Not ``golden.npz``: shadow's golden set must stay a check the candidate never trained
+  on (measured: a job that rehearsed it passed a candidate trained on random labels, 99.0%
+  vs 99.75% on it, which the golden check alone had stopped).
 
 Rank 0 plans the mix (:func:`plan_mix`) and broadcasts it; every rank then reads exactly those
 rows (``read_feedback(after=…)`` and ``read_feedback(sequences=…)``), never the whole store.
@@ -28,7 +31,7 @@ from model_repo.feedback_sample import choose_replay, era_summary
 
 from .features import Features, InputNames, take
 
-GOLDEN_FILE = "golden.npz"
+GOLDEN_FILE = "anchor.npz"  # rehearsed by every job; see the module doc for why not golden.npz
 
 
 @dataclass

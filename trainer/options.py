@@ -27,7 +27,7 @@ JOB_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
     (("--replay-fraction",), dict(type=float, default=0.3, metavar="F",
                                   help="share of the mix that rehearses older rows (replay and golden set)")),
     (("--golden",), dict(metavar="PATH", help="the anchor set trained on with --max-rows "
-                                              "(default: <repo>/<model>/golden.npz when it exists)")),
+                                              "(default: <repo>/<model>/anchor.npz when it exists; never the shadow's golden.npz)")),
     (("--no-golden",), dict(action="store_true", help="train on no golden set")),
     (("--val-data",), dict(nargs="+", metavar="PATH", help="held-out data for the gate")),
     (("--val-split",), dict(type=float, default=0.2, metavar="F",

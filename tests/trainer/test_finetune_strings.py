@@ -148,9 +148,10 @@ def _send_feedback(server, client, texts: np.ndarray, labels: np.ndarray) -> Non
 def test_the_loop_on_a_text_model_from_feedback_to_a_decided_canary(text_repo, tmp_path, needs_horovod):
     texts, labels = labelled_texts(24, seed=1)
     golden_texts, golden_labels = labelled_texts(16, seed=2)
-    # A golden set of texts (numpy unicode, as np.savez writes str): shadow scores both versions
-    # on it, and the job's mix trains on it too.
+    # A golden set of texts (numpy unicode, as np.savez writes str) that shadow scores both
+    # versions on, and an anchor set of them that the job's mix trains on.
     np.savez(text_repo.model_dir(MODEL) / "golden.npz", text=golden_texts.astype(str), label=golden_labels)
+    np.savez(text_repo.model_dir(MODEL) / "anchor.npz", text=golden_texts.astype(str), label=golden_labels)
     settings = make_settings(text_repo.root, loop={**LOOP, "jobs_dir": str(tmp_path / "jobs")})
     with serve(settings) as server, contextlib.closing(server.client()) as client:
         for i in range(20):  # traffic the candidate's shadow phase replays (captured, unlabelled)

@@ -46,7 +46,7 @@ def test_a_first_job_reads_every_row_within_the_budget(tmp_path, store):
 
 def test_a_later_job_reads_new_rows_a_balanced_replay_sample_and_the_golden_set(tmp_path, store):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "m" / "golden.npz", x=rng.random((40, 4), dtype=np.float32), label=np.arange(40) % 12)
+    np.savez(tmp_path / "m" / "anchor.npz", x=rng.random((40, 4), dtype=np.float32), label=np.arange(40) % 12)
     golden = golden_path(tmp_path, "m", None, disabled=False)
     mix = plan_mix(store, through=2000, base_through=1500, max_rows=20_000, replay_fraction=0.3,
                    golden=golden, seed=0)
