@@ -11,6 +11,7 @@ unknown tokens. A batch of 8 holds every case once.
 from __future__ import annotations
 
 import numpy as np
+from model_repo.feedback_format import decode_text
 
 from .errors import SourceError
 
@@ -64,20 +65,12 @@ def generate_integers(vocabulary: tuple, shape: tuple[int, ...], dtype: np.dtype
 
 
 def as_text(array: np.ndarray, where: str) -> np.ndarray:
-    """An array of ``str`` objects: onnxruntime's binding would turn a ``bytes`` element into
-    the text ``"b'...'"``, so text from an ``.npz`` (bytes or unicode) is decoded here."""
-    out = np.empty(array.shape, dtype=object)
-    flat, src = out.reshape(-1), array.reshape(-1)
-    for i, item in enumerate(src):
-        if isinstance(item, bytes | np.bytes_):
-            try:
-                item = bytes(item).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise SourceError(f"{where}: element {i} is not UTF-8 text ({exc.reason})") from None
-        elif not isinstance(item, str):
-            raise SourceError(f"{where}: element {i} is a {type(item).__name__}, expected text")
-        flat[i] = str(item)
-    return out
+    """An array of ``str`` objects (``model_repo.feedback_format.decode_text``), or a
+    SourceError naming ``where``."""
+    try:
+        return decode_text(array)
+    except ValueError as exc:
+        raise SourceError(f"{where}: {exc}") from None
 
 
 def read_lines(path, specs) -> dict[str, np.ndarray]:

@@ -151,12 +151,20 @@ def encode_text(array: np.ndarray) -> np.ndarray:
 
 
 def decode_text(array: np.ndarray) -> np.ndarray:
-    """Stored text (``S`` or ``U``) as an object array of ``str``; ValueError if not UTF-8."""
+    """Text in any of its forms (``str`` or ``bytes`` objects, numpy unicode or bytes) as an
+    object array of ``str``: what onnxruntime and Keras take (a ``bytes`` element would become
+    the text ``"b'...'"``). ValueError naming the first element that is not UTF-8 text."""
     out = np.empty(array.shape, dtype=object)
-    try:
-        out.reshape(-1)[:] = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in array.reshape(-1)]
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"text that is not UTF-8: {exc}") from None
+    flat = out.reshape(-1)
+    for i, item in enumerate(array.reshape(-1)):
+        if isinstance(item, bytes):  # np.bytes_ too
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"element {i} is text that is not UTF-8 ({exc.reason})") from None
+        elif not isinstance(item, str):
+            raise ValueError(f"element {i} is a {type(item).__name__}, not text")
+        flat[i] = str(item)
     return out
 
 

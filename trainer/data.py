@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from model_repo.feedback import feedback_dir, read_feedback
+from model_repo.feedback_format import decode_text
 
 from .errors import DataError
 from .features import Features, InputNames, concat, digest_into, rows, several_inputs_message, take
@@ -297,19 +298,11 @@ def _numbers(x: np.ndarray) -> np.ndarray:
 
 
 def _text(x: np.ndarray) -> np.ndarray:
-    # The feedback store gives str already; a golden set's .npz gives numpy unicode or bytes.
-    out = np.empty(x.shape, dtype=object)
-    flat = out.reshape(-1)
-    for i, item in enumerate(x.reshape(-1)):
-        if isinstance(item, bytes):
-            try:
-                item = item.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"text feature {i} is not UTF-8 ({exc.reason})") from None
-        elif not isinstance(item, str):
-            raise DataError(f"features mix text and {type(item).__name__} (element {i})")
-        flat[i] = str(item)
-    return out
+    # The feedback store gives str already; an anchor set's .npz gives numpy unicode or bytes.
+    try:
+        return decode_text(x)
+    except ValueError as exc:
+        raise DataError(f"text features: {exc}") from None
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
