@@ -30,11 +30,10 @@ def test_four_cycles_stay_bounded(tmp_path):
     assert rows[-1]["failed"] == 0 and rows[-1]["requests"] > 0
     assert sum(r["jobs"]["started"] for r in rows) >= 2  # the loop did run
     for row in rows:
-        # stable + canary or warm + keep_versions decided: never more on disk
+        # What the bounds allow, with room for what arrives between two retention passes: a
+        # store, versions or files growing with the cycles would pass these by cycle 4.
         assert row["versions"] <= 3 + BOUNDS["keep_versions"], row
         assert row["job_dirs"] <= BOUNDS["keep_jobs"] + 1, row
-    # The store is compacted to its bound between cycles (what arrives meanwhile aside).
-    assert sum(rows[-1]["feedback"].values()) <= BOUNDS["feedback_max_rows"] + 2 * 160 + 400
-    for name, values in bench.series(rows).items():
-        if name in ("repo_bytes", "files", "feedback_rows", "versions", "job_dirs"):
-            assert values[-1] <= values[1] * 1.5, (name, values)  # flat, not linear
+        assert sum(row["feedback"].values()) <= BOUNDS["feedback_max_rows"] + 2 * 160 + 400, row
+        assert sum(files for _, files in row["parts"].values()) <= 40, row["parts"]
+        assert sum(size for size, _ in row["parts"].values()) <= 4_000_000, row["parts"]
