@@ -226,7 +226,8 @@ def run(workdir: Path, cycles: int, *, trigger_samples: int = 300, label_batch: 
         rows = pick[anchor:anchor + golden]
         np.savez(repo / MODEL / "golden.npz", x=x_train[rows], label=y_train[rows])
     config = write_config(workdir, trigger_samples, overrides or {})
-    log(f"retention and loop settings: {json.dumps({**RETENTION, **(overrides or {})})}; anchor set {anchor} rows, golden set {golden} rows")
+    log(f"retention and loop settings: {json.dumps({**RETENTION, **(overrides or {})})}; "
+        f"anchor set {anchor} rows, golden set {golden} rows")
     gateway = Gateway(repo, config, workdir / "gateway.log")
     traffic = Traffic(gateway.url, transform("upright", x_test))
     labeller = Labeller(gateway, batch=label_batch, every=0.5)
